@@ -1,5 +1,70 @@
-// Placeholder until the command layer lands.
+// The command line: docker's global flags, then yargs for our commands, then the one place that
+// turns errors into a message line on stderr and an exit code.
+import type { Argv } from 'yargs';
+import { resolveEndpoint } from '../adapters/endpoint.js';
+import { EgressError, reason } from '../errors.js';
+import { isDebug, setLogLevel } from '../log.js';
+import { parsedMetadata } from '../metadata.js';
+import { createContext, type Context } from '../service/context.js';
+import { splitGlobalFlags, type GlobalFlags } from './globals.js';
+import { watchForStop } from './lifecycle.js';
+
+type Handler = (options: never, context: Context) => Promise<void>;
+
 export async function run(argv: string[]): Promise<number> {
-	process.stderr.write(`docker-egress: not implemented yet: ${argv.join(' ')}\n`);
-	return 1;
+	try {
+		const { flags, args } = splitGlobalFlags(argv);
+		setLogLevel(flags.debug ? 'debug' : flags.logLevel);
+		const signal = watchForStop();
+		await parse(args, flags, signal);
+		return 0;
+	} catch (error) {
+		return report(error);
+	}
+}
+
+async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): Promise<void> {
+	const { default: yargs } = await import('yargs');
+	const commands = await import('../commands/index.js');
+	const bind =
+		(handler: Handler) =>
+		async (options: unknown): Promise<void> => {
+			const context = createContext(resolveEndpoint(flags), signal);
+			await handler(options as never, context);
+		};
+
+	const parser: Argv = yargs(args)
+		.scriptName('docker egress')
+		.usage(`Usage:  docker egress COMMAND\n\n${parsedMetadata().ShortDescription}`)
+		.command('create <network>', 'Create a bridge network that egresses from a fixed source IP', commands.createBuilder, bind(commands.runCreate))
+		.command(['ls', 'list'], 'List egress networks and the state of their rules', commands.lsBuilder, bind(commands.runLs))
+		.command('inspect <networks..>', 'Show egress networks in detail (JSON)', commands.inspectBuilder, bind(commands.runInspect))
+		.command(['rm <networks..>', 'remove'], 'Remove egress networks and their rules', commands.rmBuilder, bind(commands.runRm))
+		.command('sync', 'Make the firewall match the egress networks (one reconcile)', commands.syncBuilder, bind(commands.runSync))
+		.command('version', 'Show the plugin, Docker API and iptables versions', commands.versionBuilder, bind(commands.runVersion))
+		.demandCommand(1, 'docker egress needs a command; see docker egress --help')
+		.recommendCommands()
+		.strict()
+		.help()
+		.alias('help', 'h')
+		.version(false)
+		.exitProcess(false)
+		.wrap(Math.min(100, process.stdout.columns || 100))
+		.fail((message, error) => {
+			throw error ?? new EgressError(message);
+		});
+	await parser.parseAsync();
+}
+
+function report(error: unknown): number {
+	const message = reason(error).replaceAll(/\s*\n\s*/g, ' ');
+	process.stderr.write(`${message.startsWith('Error') ? '' : 'Error: '}${message}\n`);
+	if (isDebug() && error instanceof Error) {
+		process.stderr.write(`${error.stack ?? ''}\n`);
+		if (error.cause) {
+			process.stderr.write(`cause: ${(error.cause as Error).stack ?? String(error.cause)}\n`);
+		}
+	}
+
+	return error instanceof EgressError ? error.exitCode : 1;
 }

@@ -1,0 +1,148 @@
+// The Docker Engine, through dockerode. Everything the commands need from the daemon goes
+// through this one small class, which maps API answers to plain values and API failures to
+// named errors.
+import { readFileSync } from 'node:fs';
+import { Agent } from 'node:https';
+import type Dockerode from 'dockerode';
+import type { DockerNetwork } from '../core/network.js';
+import { DaemonUnreachableError, DockerApiError, NetworkNotFoundError } from '../errors.js';
+import { debug } from '../log.js';
+import type { Endpoint } from './endpoint.js';
+
+export type NetworkCreateBody = {
+	Name: string;
+	Driver: 'bridge';
+	Attachable: boolean;
+	CheckDuplicate: boolean;
+	Labels: Record<string, string>;
+	Options: Record<string, string>;
+	IPAM?: { Driver: 'default'; Config: Array<{ Subnet?: string; Gateway?: string; IPRange?: string }> };
+};
+
+export type ContainerOnNetwork = { id: string; name: string; networkId: string; ipv4Address: string };
+
+const connectionErrors = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN']);
+
+export class DockerClient {
+	private constructor(
+		private readonly api: Dockerode,
+		readonly endpoint: Endpoint,
+	) {}
+
+	/** Connects (dockerode is loaded only here) and pings, so an unreachable daemon fails early. */
+	static async connect(endpoint: Endpoint): Promise<DockerClient> {
+		const { default: Docker } = await import('dockerode');
+		const client = new DockerClient(new Docker(dockerodeOptions(endpoint)), endpoint);
+		await client.call('ping', async () => client.api.ping());
+		return client;
+	}
+
+	async version(): Promise<{ Version: string; ApiVersion: string }> {
+		return this.call('version', async () => this.api.version());
+	}
+
+	async listNetworks(): Promise<DockerNetwork[]> {
+		const list = await this.call('list networks', async () => this.api.listNetworks());
+		return list.map((network) => toDockerNetwork(network));
+	}
+
+	/** Looks a network up by name, full ID or ID prefix, as `docker network inspect` does. */
+	async inspectNetwork(nameOrId: string): Promise<DockerNetwork> {
+		try {
+			const network = (await this.call('inspect network', async () => this.api.getNetwork(nameOrId).inspect())) as Dockerode.NetworkInspectInfo;
+			return toDockerNetwork(network);
+		} catch (error) {
+			if (error instanceof DockerApiError && error.statusCode === 404) {
+				throw new NetworkNotFoundError(nameOrId);
+			}
+
+			throw error;
+		}
+	}
+
+	async createNetwork(body: NetworkCreateBody): Promise<string> {
+		const network = await this.call('create network', async () => this.api.createNetwork(body as Dockerode.NetworkCreateOptions));
+		return network.id;
+	}
+
+	async removeNetwork(id: string): Promise<void> {
+		await this.call('remove network', async () => this.api.getNetwork(id).remove());
+	}
+
+	/** Running containers, one entry per network they are attached to. */
+	async containersOnNetworks(): Promise<ContainerOnNetwork[]> {
+		const containers = await this.call('list containers', async () => this.api.listContainers());
+		return containers.flatMap((container) =>
+			Object.values(container.NetworkSettings?.Networks ?? {}).map((attachment) => ({
+				id: container.Id,
+				name: (container.Names?.[0] ?? container.Id).replace(/^\//, ''),
+				networkId: attachment.NetworkID,
+				ipv4Address: attachment.IPAddress ? `${attachment.IPAddress}/${attachment.IPPrefixLen}` : '',
+			})),
+		);
+	}
+
+	private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+		debug(`docker api: ${what}`);
+		try {
+			return await fn();
+		} catch (error) {
+			throw this.mapError(error);
+		}
+	}
+
+	private mapError(error: unknown): Error {
+		const err = error as { code?: string; statusCode?: number; json?: { message?: string } | null; message?: string; reason?: string };
+		if (err.code && connectionErrors.has(err.code)) {
+			return new DaemonUnreachableError(`${this.endpoint.host} (${this.endpoint.source})`, error);
+		}
+
+		if (typeof err.statusCode === 'number') {
+			const message = err.json?.message ?? err.reason ?? err.message ?? 'unknown error';
+			return new DockerApiError(`Error response from daemon: ${message}`, err.statusCode, error);
+		}
+
+		return error instanceof Error ? error : new Error(String(error));
+	}
+}
+
+function toDockerNetwork(network: Dockerode.NetworkInspectInfo): DockerNetwork {
+	return {
+		id: network.Id,
+		name: network.Name,
+		driver: network.Driver,
+		labels: network.Labels ?? {},
+		options: network.Options ?? {},
+		subnets: (network.IPAM?.Config ?? []).flatMap((config) => (config.Subnet ? [config.Subnet] : [])),
+	};
+}
+
+/** Every connection option is set explicitly, so docker-modem never falls back to DOCKER_HOST. */
+export function dockerodeOptions(endpoint: Endpoint): Dockerode.DockerOptions {
+	const url = new URL(endpoint.host);
+	const base = { host: undefined, port: undefined, socketPath: undefined, protocol: undefined } as Dockerode.DockerOptions;
+	if (url.protocol === 'unix:') {
+		return { ...base, socketPath: url.pathname };
+	}
+
+	if (url.protocol === 'ssh:') {
+		return { ...base, protocol: 'ssh', host: url.hostname, port: url.port || 22, username: url.username || undefined, sshOptions: { agent: process.env['SSH_AUTH_SOCK'] } } as Dockerode.DockerOptions;
+	}
+
+	const tls = endpoint.tls;
+	if (!tls) {
+		return { ...base, protocol: 'http', host: url.hostname, port: url.port || 2375 };
+	}
+
+	const read = (file: string | undefined) => (file ? readFileSync(file) : undefined);
+	return {
+		...base,
+		protocol: 'https',
+		host: url.hostname,
+		port: url.port || 2376,
+		ca: read(tls.ca),
+		cert: read(tls.cert),
+		key: read(tls.key),
+		...(tls.verify ? {} : { agent: new Agent({ rejectUnauthorized: false }) }),
+	} as Dockerode.DockerOptions;
+}

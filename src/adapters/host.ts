@@ -1,0 +1,40 @@
+// The host's addresses, routes and interfaces, read with `ip -j` (iproute2's JSON output).
+import type { HostAddress } from '../core/network.js';
+import { runCommand } from './run.js';
+
+export type HostRoute = { destination: string; interface: string };
+
+export type HostFacts = {
+	addresses: HostAddress[];
+	routes: HostRoute[];
+	interfaces: string[];
+};
+
+type IpAddrJson = Array<{
+	ifname: string;
+	addr_info?: Array<{ family: string; local?: string; prefixlen?: number }>;
+}>;
+
+type IpRouteJson = Array<{ dst: string; dev?: string }>;
+
+export async function readHostFacts(): Promise<HostFacts> {
+	const [addrText, routeText] = await Promise.all([runCommand('ip', ['-j', 'addr', 'show']), runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'main'])]);
+	return parseHostFacts(addrText, routeText);
+}
+
+export function parseHostFacts(addrText: string, routeText: string): HostFacts {
+	const links = JSON.parse(addrText || '[]') as IpAddrJson;
+	const routes = JSON.parse(routeText || '[]') as IpRouteJson;
+	const addresses = links.flatMap((link) =>
+		(link.addr_info ?? []).flatMap((info): HostAddress[] =>
+			(info.family === 'inet' || info.family === 'inet6') && info.local
+				? [{ interface: link.ifname, address: info.local, prefix: info.prefixlen ?? 0, family: info.family === 'inet' ? 'ipv4' : 'ipv6' }]
+				: [],
+		),
+	);
+	return {
+		addresses,
+		routes: routes.filter((route) => route.dst !== 'default').map((route) => ({ destination: route.dst, interface: route.dev ?? '' })),
+		interfaces: links.map((link) => link.ifname),
+	};
+}

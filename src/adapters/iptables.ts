@@ -1,0 +1,53 @@
+// The nat table, through the same iptables flavour (nft or legacy) that dockerd uses: read
+// with iptables-save, changed only with one `iptables-restore --noflush` transaction.
+import { parseNatState, type NatState } from '../core/rules.js';
+import { debug } from '../log.js';
+import { runCommand } from './run.js';
+
+export type Flavour = 'nft' | 'legacy';
+
+export class Firewall {
+	constructor(readonly flavour: Flavour) {}
+
+	/**
+	 * Picks the flavour whose nat table holds Docker's chains; without any, the one the
+	 * `iptables` command on PATH is. DOCKER_EGRESS_IPTABLES=nft|legacy overrides.
+	 */
+	static async detect(env = process.env): Promise<Firewall> {
+		const forced = env['DOCKER_EGRESS_IPTABLES'];
+		if (forced === 'nft' || forced === 'legacy') {
+			return new Firewall(forced);
+		}
+
+		const flavours: Flavour[] = ['nft', 'legacy'];
+		const saves = await Promise.all(flavours.map(async (flavour) => readSave(flavour).catch(() => '')));
+		const withDocker = flavours.filter((_, i) => /^:DOCKER /m.test(saves[i]!));
+		if (withDocker.length === 1) {
+			return new Firewall(withDocker[0]!);
+		}
+
+		const version = await runCommand('iptables', ['--version']).catch(() => '');
+		const flavour: Flavour = version.includes('legacy') ? 'legacy' : 'nft';
+		debug(`iptables flavour: ${flavour} (no single flavour holds Docker's chains)`);
+		return new Firewall(flavour);
+	}
+
+	async readNat(): Promise<NatState> {
+		return parseNatState(await readSave(this.flavour));
+	}
+
+	/** The command line that applies restore input (shown by --dry-run). */
+	restoreCommand(): string[] {
+		return [`iptables-${this.flavour}-restore`, '-w', '--noflush'];
+	}
+
+	async restore(input: string): Promise<void> {
+		const [file, ...args] = this.restoreCommand();
+		debug(`iptables-restore input:\n${input}`);
+		await runCommand(file!, args, input);
+	}
+}
+
+async function readSave(flavour: Flavour): Promise<string> {
+	return runCommand(`iptables-${flavour}-save`, ['-t', 'nat']);
+}

@@ -1,0 +1,106 @@
+// One printer for every listing, as docker's own: `table` (default), `json` (one object per
+// line) or a Go-template-like string with {{.Field}}, {{json .}} / {{json .Field}}, and an
+// optional `table ` prefix for aligned columns with headers.
+import { UsageError } from '../errors.js';
+
+export type Row = Record<string, string | number | boolean>;
+
+export type Columns = Array<{ field: string; header: string }>;
+
+export function formatRows(rows: Row[], format: string, columns: Columns): string[] {
+	if (format === 'json') {
+		return rows.map((row) => JSON.stringify(row));
+	}
+
+	const fields = new Set(rows.length > 0 ? Object.keys(rows[0]!) : columns.map((column) => column.field));
+	const template = format === 'table' || format === '' ? `table ${columns.map((c) => `{{.${c.field}}}`).join('\t')}` : format;
+	const isTable = template.startsWith('table');
+	const body = unescape(isTable ? template.slice('table'.length).trimStart() : template);
+	const render = compile(body, fields);
+	if (!isTable) {
+		return rows.map((row) => render(row));
+	}
+
+	const headerRow: Row = Object.fromEntries(columns.map((column) => [column.field, column.header]));
+	const headers = compile(body, fields, (field) => headerRow[field] ?? field.toUpperCase());
+	return alignColumns([headers({}), ...rows.map((row) => render(row))]);
+}
+
+type Renderer = (row: Row) => string;
+
+function compile(template: string, fields: Set<string>, header?: (field: string) => string | number | boolean): Renderer {
+	const parts: Array<string | ((row: Row) => string)> = [];
+	let rest = template;
+	for (;;) {
+		const open = rest.indexOf('{{');
+		if (open === -1) {
+			parts.push(rest);
+			break;
+		}
+
+		const close = rest.indexOf('}}', open);
+		if (close === -1) {
+			throw new UsageError(`template parsing error: unclosed action in ${JSON.stringify(template)}`);
+		}
+
+		parts.push(rest.slice(0, open));
+		parts.push(action(rest.slice(open + 2, close).trim(), fields, header));
+		rest = rest.slice(close + 2);
+	}
+
+	return (row) => parts.map((part) => (typeof part === 'string' ? part : part(row))).join('');
+}
+
+function action(text: string, fields: Set<string>, header?: (field: string) => string | number | boolean): (row: Row) => string {
+	const words = text.split(/\s+/);
+	const field = (ref: string) => {
+		if (ref === '.') {
+			return (row: Row) => row;
+		}
+
+		const match = /^\.(\w+)$/.exec(ref);
+		if (!match || !fields.has(match[1]!)) {
+			throw new UsageError(`template: can't evaluate field ${ref.replace(/^\./, '')}; fields: ${[...fields].join(', ')}`);
+		}
+
+		const name = match[1]!;
+		return (row: Row) => (header ? header(name) : row[name]);
+	};
+
+	if (words.length === 1) {
+		const get = field(words[0]!);
+		return (row) => String(get(row) ?? '');
+	}
+
+	if (words.length === 2 && ['json', 'upper', 'lower'].includes(words[0]!)) {
+		const get = field(words[1]!);
+		const fn = words[0];
+		return (row) => {
+			const value = get(row);
+			if (header) {
+				return String(value);
+			}
+
+			return fn === 'json' ? JSON.stringify(value) : fn === 'upper' ? String(value).toUpperCase() : String(value).toLowerCase();
+		};
+	}
+
+	throw new UsageError(`template: unsupported action {{${text}}} (use {{.Field}}, {{json .}}, {{json .Field}}, {{upper .Field}}, {{lower .Field}})`);
+}
+
+function unescape(template: string): string {
+	return template.replaceAll('\\t', '\t').replaceAll('\\n', '\n');
+}
+
+/** Like Go's tabwriter as docker uses it: min width 10, padding 3. */
+export function alignColumns(lines: string[]): string[] {
+	const cells = lines.map((line) => line.split('\t'));
+	const widths: number[] = [];
+	for (const row of cells) {
+		for (const [i, cell] of row.slice(0, -1).entries()) {
+			widths[i] = Math.max(widths[i] ?? 10, cell.length + 3);
+		}
+	}
+
+	return cells.map((row) => row.map((cell, i) => (i < row.length - 1 ? cell.padEnd(widths[i]!) : cell)).join('').trimEnd());
+}

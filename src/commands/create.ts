@@ -1,0 +1,127 @@
+// docker egress create NETWORK --source-ip IP …: validate everything, create the bridge network
+// (attachable, masquerade off, labelled), install its rule through the shared reconcile path.
+// Any failure after the network exists removes it again: a failed create leaves nothing.
+import type { Argv } from 'yargs';
+import type { NetworkCreateBody } from '../adapters/docker.js';
+import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
+import { checkAgainstHost, checkSubnetIsFree, planCreate, type CreatePlan, type CreateRequest } from '../core/create-plan.js';
+import { parseIpv4Cidr } from '../core/address.js';
+import { toEgressNetwork, type EgressNetwork } from '../core/network.js';
+import { EgressError, ValidationError, reason } from '../errors.js';
+import { info, warn } from '../log.js';
+import { requireLocalEndpoint, type Context } from '../service/context.js';
+import { reconcile } from '../service/reconcile.js';
+import { describeRestore } from './sync.js';
+
+export type CreateOptions = CreateRequest & { dryRun: boolean };
+
+export function createBuilder(yargs: Argv): Argv {
+	return yargs
+		.positional('network', { type: 'string', describe: 'Name of the new network', demandOption: true })
+		.option('source-ip', { type: 'string', describe: 'Address of this host that the network egresses from', demandOption: true, requiresArg: true })
+		.option('subnet', { type: 'string', describe: 'IPv4 subnet in CIDR form (default: Docker picks one)', requiresArg: true })
+		.option('gateway', { type: 'string', describe: 'Gateway of the subnet', requiresArg: true })
+		.option('ip-range', { type: 'string', describe: 'Allocate container IPs from this sub-range', requiresArg: true })
+		.option('bridge-name', { type: 'string', describe: 'Linux bridge name (default: the network name when it fits, 15 bytes)', requiresArg: true })
+		.option('label', { type: 'string', array: true, default: [], describe: 'Network label key=value', requiresArg: true })
+		.option('opt', { type: 'string', array: true, default: [], describe: 'Driver option key=value', requiresArg: true })
+		.option('dry-run', { type: 'boolean', default: false, describe: 'Print the Docker call and the iptables-restore input; change nothing' });
+}
+
+export async function runCreate(options: CreateOptions, context: Context): Promise<void> {
+	const plan = planCreate(options);
+	requireLocalEndpoint(context);
+	const docker = await context.docker();
+	const lock = await acquireLock(RULES_LOCK, { signal: context.signal });
+	try {
+		const [host, networks] = await Promise.all([context.host(), docker.listNetworks()]);
+		for (const warning of checkAgainstHost(plan, host, networks)) {
+			warn(warning);
+		}
+
+		const body = createBody(plan);
+		if (options.dryRun) {
+			await printDryRun(body, plan, context);
+			return;
+		}
+
+		if (context.signal.aborted) {
+			throw new ValidationError('interrupted before any change');
+		}
+
+		const id = await docker.createNetwork(body);
+		try {
+			await finishCreate(id, plan, context);
+		} catch (error) {
+			await rollBack(id, plan.network, context);
+			throw error;
+		}
+
+		context.out(id);
+	} finally {
+		await lock.release();
+	}
+}
+
+/** Checks what Docker picked, then installs the rule; throws if the network cannot egress right. */
+async function finishCreate(id: string, plan: CreatePlan, context: Context): Promise<void> {
+	const docker = await context.docker();
+	const [created, host, networks] = await Promise.all([docker.inspectNetwork(id), context.host(), docker.listNetworks()]);
+	const egress = toEgressNetwork(created, host.addresses);
+	if (!plan.subnet) {
+		// Docker chose the subnet: check it as we would have checked a given one.
+		for (const subnet of egress.subnets) {
+			checkSubnetIsFree(parseIpv4Cidr(subnet)!, { ...host, interfaces: host.interfaces }, networks, id);
+		}
+	}
+
+	if (egress.problem) {
+		throw new ValidationError(`network ${plan.network}: ${egress.problem}`);
+	}
+
+	const result = await reconcile(context);
+	const present = result.plan.desired.filter((rule) => rule.network === plan.network);
+	if (present.length !== egress.subnets.length) {
+		throw new EgressError(`the rule for ${plan.network} was not installed`);
+	}
+}
+
+async function rollBack(id: string, name: string, context: Context): Promise<void> {
+	const docker = await context.docker();
+	try {
+		await docker.removeNetwork(id);
+		info(`removed network ${name} again, as its rule could not be installed`);
+		await reconcile(context);
+	} catch (error) {
+		warn(`could not roll back network ${name} (${id}): ${reason(error)}; remove it with: docker egress rm ${name}`);
+	}
+}
+
+export function createBody(plan: CreatePlan): NetworkCreateBody {
+	const config = plan.subnet
+		? [{ Subnet: plan.subnet.text, ...(plan.gateway ? { Gateway: plan.gateway } : {}), ...(plan.ipRange ? { IPRange: plan.ipRange } : {}) }]
+		: [];
+	return {
+		Name: plan.network,
+		Driver: 'bridge',
+		Attachable: true,
+		CheckDuplicate: true,
+		Labels: plan.labels,
+		Options: plan.options,
+		...(config.length > 0 ? { IPAM: { Driver: 'default', Config: config } } : {}),
+	};
+}
+
+async function printDryRun(body: NetworkCreateBody, plan: CreatePlan, context: Context): Promise<void> {
+	context.out(`# Docker Engine API\nPOST /networks/create\n${JSON.stringify(body, null, 2)}`);
+	const planned: EgressNetwork = {
+		id: '',
+		name: plan.network,
+		bridge: plan.bridge,
+		subnets: [plan.subnet?.text ?? '<subnet-docker-assigns>'],
+		sourceIp: plan.sourceIp,
+		masquerade: false,
+	};
+	const preview = await reconcile(context, { dryRun: true, extraNetworks: [planned] });
+	context.out(describeRestore(preview.restoreCommand, preview.restoreInput));
+}

@@ -1,0 +1,6 @@
+export { createBuilder, runCreate } from './create.js';
+export { inspectBuilder, runInspect } from './inspect.js';
+export { lsBuilder, runLs } from './ls.js';
+export { rmBuilder, runRm } from './rm.js';
+export { runSync, syncBuilder } from './sync.js';
+export { runVersion, versionBuilder } from './version.js';

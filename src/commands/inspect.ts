@@ -1,0 +1,63 @@
+// docker egress inspect NETWORK…: a JSON array with everything ls knows, plus the exact rule
+// text and the containers. Like docker's inspect, it prints what it found and fails on the rest.
+import type { Argv } from 'yargs';
+import { EgressError, NetworkNotFoundError, NotEgressNetworkError } from '../errors.js';
+import type { Context } from '../service/context.js';
+import { egressViews, type EgressView } from '../service/status.js';
+
+export type InspectOptions = { networks: string[] };
+
+export function inspectBuilder(yargs: Argv): Argv {
+	return yargs.positional('networks', { type: 'string', array: true, describe: 'Egress networks (name or ID)', demandOption: true });
+}
+
+export async function runInspect(options: InspectOptions, context: Context): Promise<void> {
+	const docker = await context.docker();
+	const found: EgressView[] = [];
+	const errors: Error[] = [];
+	const all = await egressViews(context);
+	for (const name of options.networks) {
+		const view = all.find((candidate) => candidate.network.name === name || candidate.network.id === name) ?? all.find((candidate) => candidate.network.id.startsWith(name));
+		if (view) {
+			found.push(view);
+			continue;
+		}
+
+		// Not an egress network: say whether it exists at all.
+		try {
+			await docker.inspectNetwork(name);
+			errors.push(new NotEgressNetworkError(name));
+		} catch (error) {
+			errors.push(error instanceof NetworkNotFoundError ? error : (error as Error));
+		}
+	}
+
+	context.out(JSON.stringify(found.map((view) => inspectObject(view)), null, 4));
+	if (errors.length === 1) {
+		throw errors[0]!;
+	}
+
+	if (errors.length > 1) {
+		for (const error of errors.slice(0, -1)) {
+			process.stderr.write(`Error: ${error.message}\n`);
+		}
+
+		throw new EgressError(errors.at(-1)!.message);
+	}
+}
+
+export function inspectObject(view: EgressView): Record<string, unknown> {
+	const { network } = view;
+	return {
+		Name: network.name,
+		ID: network.id,
+		Subnets: network.subnets,
+		SourceIP: network.sourceIp,
+		Bridge: network.bridge,
+		Masquerade: network.masquerade,
+		Status: view.status,
+		...(network.problem ? { Problem: network.problem } : {}),
+		Rules: view.rules,
+		Containers: view.containers.map((container) => ({ ID: container.id, Name: container.name, IPv4Address: container.ipv4Address })),
+	};
+}

@@ -1,0 +1,63 @@
+// docker egress ls: one row per egress network, through the shared printer.
+import type { Argv } from 'yargs';
+import { formatRows, type Columns, type Row } from '../cli/format.js';
+import { warn } from '../log.js';
+import type { Context } from '../service/context.js';
+import { egressViews, type EgressView } from '../service/status.js';
+
+export type LsOptions = { quiet: boolean; format: string; noTrunc: boolean };
+
+const columns: Columns = [
+	{ field: 'ID', header: 'ID' },
+	{ field: 'Name', header: 'NAME' },
+	{ field: 'Subnet', header: 'SUBNET' },
+	{ field: 'SourceIP', header: 'SOURCE IP' },
+	{ field: 'Bridge', header: 'BRIDGE' },
+	{ field: 'Status', header: 'STATUS' },
+	{ field: 'Containers', header: 'CONTAINERS' },
+];
+
+export function lsBuilder(yargs: Argv): Argv {
+	return yargs
+		.option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Only display network IDs' })
+		.option('format', { type: 'string', default: 'table', describe: "table, json, or a template such as '{{.Name}} {{.SourceIP}}'", requiresArg: true })
+		.option('no-trunc', { type: 'boolean', default: false, describe: 'Do not truncate IDs' });
+}
+
+export async function runLs(options: LsOptions, context: Context): Promise<void> {
+	const views = await egressViews(context);
+	const rows = views.map((view) => lsRow(view, options.noTrunc));
+	if (options.quiet) {
+		for (const row of rows) {
+			context.out(String(row['ID']));
+		}
+
+		return;
+	}
+
+	const lines = formatRows(rows, options.format, columns);
+	if (lines.length > 0) {
+		context.out(lines.join('\n'));
+	}
+
+	for (const view of views) {
+		if (view.network.problem) {
+			warn(`network ${view.network.name} is invalid: ${view.network.problem}`);
+		}
+	}
+}
+
+export function lsRow(view: EgressView, noTrunc = false): Row {
+	const { network } = view;
+	return {
+		ID: noTrunc ? network.id : network.id.slice(0, 12),
+		Name: network.name,
+		Subnet: network.subnets.join(',') || '-',
+		SourceIP: network.sourceIp,
+		Bridge: network.bridge,
+		Status: view.status,
+		Containers: view.containers.length,
+		Masquerade: network.masquerade,
+		Problem: network.problem ?? '',
+	};
+}

@@ -1,0 +1,101 @@
+// Address maths for IPv4 egress: parsing and classifying source IPs and subnets (ip-cidr does
+// the CIDR parsing; the comparisons are done on 32-bit integers).
+import { isIPv4, isIPv6 } from 'node:net';
+import IPCIDR from 'ip-cidr';
+
+export type Cidr = {
+	/** Canonical text: network address and prefix, e.g. 172.18.0.0/16. */
+	text: string;
+	prefix: number;
+	start: number;
+	end: number;
+};
+
+export function ipv4ToInt(ip: string): number {
+	return ip.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
+}
+
+export function intToIpv4(n: number): string {
+	return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+}
+
+/** Parses an IPv4 CIDR; undefined when it is not one. Host bits are kept in `given`. */
+export function parseIpv4Cidr(text: string): (Cidr & { hostBitsSet: boolean }) | undefined {
+	const [address, prefixText] = text.split('/');
+	if (address === undefined || prefixText === undefined || !/^\d{1,2}$/.test(prefixText) || !isIPv4(address)) {
+		return undefined;
+	}
+
+	if (!IPCIDR.isValidCIDR(text)) {
+		return undefined;
+	}
+
+	const cidr = new IPCIDR(text);
+	const prefix = Number(prefixText);
+	const start = ipv4ToInt(cidr.start<string>());
+	const end = ipv4ToInt(cidr.end<string>());
+	return {
+		text: `${intToIpv4(start)}/${prefix}`,
+		prefix,
+		start,
+		end,
+		hostBitsSet: ipv4ToInt(address) !== start,
+	};
+}
+
+export function cidrContains(cidr: Cidr, ip: string): boolean {
+	const n = ipv4ToInt(ip);
+	return n >= cidr.start && n <= cidr.end;
+}
+
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+	return a.start <= b.end && b.start <= a.end;
+}
+
+export type AddressFamily = 'ipv4' | 'ipv6';
+
+export function addressFamily(text: string): AddressFamily | undefined {
+	if (isIPv4(text)) {
+		return 'ipv4';
+	}
+
+	if (isIPv6(text)) {
+		return 'ipv6';
+	}
+
+	return undefined;
+}
+
+/**
+ * Why an IPv4 address can never be an egress source, or undefined when it can be one.
+ * (Whether the host has it is checked separately, against the host's addresses.)
+ */
+export function unusableIpv4Reason(ip: string): string | undefined {
+	const n = ipv4ToInt(ip);
+	const inRange = (cidr: string) => {
+		const range = parseIpv4Cidr(cidr)!;
+		return n >= range.start && n <= range.end;
+	};
+
+	if (n === 0) {
+		return 'is the unspecified address';
+	}
+
+	if (inRange('127.0.0.0/8')) {
+		return 'is a loopback address';
+	}
+
+	if (inRange('224.0.0.0/4')) {
+		return 'is a multicast address';
+	}
+
+	if (n === 0xff_ff_ff_ff) {
+		return 'is the broadcast address';
+	}
+
+	if (inRange('0.0.0.0/8') || inRange('240.0.0.0/4')) {
+		return 'is a reserved address';
+	}
+
+	return undefined;
+}

@@ -1,0 +1,267 @@
+// What `docker egress create` will ask Docker for, checked before anything changes. Two pure
+// steps: `planCreate` checks the request on its own; `checkAgainstHost` checks it against the
+// host's addresses and routes and the networks Docker already has.
+import { createHash } from 'node:crypto';
+import { ValidationError } from '../errors.js';
+import { cidrContains, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, type Cidr } from './address.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, bridgeName, sourceIpProblem, type DockerNetwork, type HostAddress } from './network.js';
+
+export type CreateRequest = {
+	network: string;
+	sourceIp: string;
+	subnet?: string;
+	gateway?: string;
+	ipRange?: string;
+	bridgeName?: string;
+	labels: string[];
+	opts: string[];
+};
+
+export type CreatePlan = {
+	network: string;
+	sourceIp: string;
+	bridge: string;
+	subnet?: Cidr;
+	gateway?: string;
+	ipRange?: string;
+	labels: Record<string, string>;
+	options: Record<string, string>;
+};
+
+const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+const MAX_IFNAME_BYTES = 15;
+const SMALLEST_SUBNET = 30;
+
+export function planCreate(request: CreateRequest): CreatePlan {
+	if (!NETWORK_NAME.test(request.network)) {
+		throw new ValidationError(`invalid network name ${JSON.stringify(request.network)}: use letters, digits, and _ . - (not first)`);
+	}
+
+	const sourceProblem = sourceIpProblem(request.sourceIp, [{ interface: '', address: request.sourceIp, prefix: 32, family: 'ipv4' }]);
+	if (sourceProblem) {
+		throw new ValidationError(`invalid --source-ip ${JSON.stringify(request.sourceIp)}: ${sourceProblem}`);
+	}
+
+	const subnet = request.subnet === undefined ? undefined : parseSubnet(request.subnet);
+	if (subnet && cidrContains(subnet, request.sourceIp)) {
+		throw new ValidationError(`--source-ip ${request.sourceIp} is inside the network's own subnet ${subnet.text}; use an address of the host outside it`);
+	}
+
+	if ((request.gateway !== undefined || request.ipRange !== undefined) && !subnet) {
+		throw new ValidationError('--gateway and --ip-range need --subnet');
+	}
+
+	if (request.gateway !== undefined && subnet) {
+		checkGateway(request.gateway, subnet);
+	}
+
+	if (request.ipRange !== undefined && subnet) {
+		checkIpRange(request.ipRange, subnet);
+	}
+
+	const labels = parsePairs(request.labels, '--label');
+	for (const key of Object.keys(labels)) {
+		if (key.startsWith('docker-egress.')) {
+			throw new ValidationError(`--label ${key}: the docker-egress.* labels are set by docker egress itself`);
+		}
+	}
+
+	const options = parsePairs(request.opts, '--opt');
+	const bridge = chooseBridgeName(request, options);
+	if (options[MASQUERADE_OPTION] !== undefined && options[MASQUERADE_OPTION] !== 'false') {
+		throw new ValidationError(`--opt ${MASQUERADE_OPTION}=${options[MASQUERADE_OPTION]}: egress networks keep masquerade off so that a missing rule fails closed`);
+	}
+
+	return {
+		network: request.network,
+		sourceIp: request.sourceIp,
+		bridge,
+		...(subnet ? { subnet } : {}),
+		...(request.gateway === undefined ? {} : { gateway: request.gateway }),
+		...(request.ipRange === undefined ? {} : { ipRange: parseIpv4Cidr(request.ipRange)!.text }),
+		labels: { ...labels, [SOURCE_IP_LABEL]: request.sourceIp },
+		options: { ...options, [BRIDGE_NAME_OPTION]: bridge, [MASQUERADE_OPTION]: 'false' },
+	};
+}
+
+function parseSubnet(text: string): Cidr {
+	if (text.includes(':')) {
+		throw new ValidationError(`--subnet ${text}: IPv6 subnets are not supported yet; give an IPv4 subnet`);
+	}
+
+	const cidr = parseIpv4Cidr(text);
+	if (!cidr) {
+		throw new ValidationError(`invalid --subnet ${JSON.stringify(text)}: not an IPv4 CIDR such as 172.30.5.0/24`);
+	}
+
+	if (cidr.hostBitsSet) {
+		throw new ValidationError(`invalid --subnet ${text}: host bits are set; did you mean ${cidr.text}?`);
+	}
+
+	if (cidr.prefix > SMALLEST_SUBNET) {
+		throw new ValidationError(`--subnet ${text} is too small: a /${cidr.prefix} has no room for a gateway and a container (use /${SMALLEST_SUBNET} or larger)`);
+	}
+
+	return cidr;
+}
+
+function checkGateway(gateway: string, subnet: Cidr): void {
+	if (!parseIpv4Cidr(`${gateway}/32`)) {
+		throw new ValidationError(`invalid --gateway ${JSON.stringify(gateway)}: not an IPv4 address`);
+	}
+
+	const n = ipv4ToInt(gateway);
+	if (!cidrContains(subnet, gateway) || n === subnet.start || n === subnet.end) {
+		throw new ValidationError(`--gateway ${gateway} is not a usable address of --subnet ${subnet.text}`);
+	}
+}
+
+function checkIpRange(ipRange: string, subnet: Cidr): void {
+	const range = parseIpv4Cidr(ipRange);
+	if (!range) {
+		throw new ValidationError(`invalid --ip-range ${JSON.stringify(ipRange)}: not an IPv4 CIDR`);
+	}
+
+	if (range.start < subnet.start || range.end > subnet.end) {
+		throw new ValidationError(`--ip-range ${ipRange} is not inside --subnet ${subnet.text}`);
+	}
+}
+
+function parsePairs(pairs: string[], flag: string): Record<string, string> {
+	const result: Record<string, string> = {};
+	for (const pair of pairs) {
+		const equals = pair.indexOf('=');
+		if (equals <= 0) {
+			throw new ValidationError(`invalid ${flag} ${JSON.stringify(pair)}: expected key=value`);
+		}
+
+		result[pair.slice(0, equals)] = pair.slice(equals + 1);
+	}
+
+	return result;
+}
+
+function chooseBridgeName(request: CreateRequest, options: Record<string, string>): string {
+	const fromOption = options[BRIDGE_NAME_OPTION];
+	if (request.bridgeName !== undefined && fromOption !== undefined && fromOption !== request.bridgeName) {
+		throw new ValidationError(`--bridge-name ${request.bridgeName} and --opt ${BRIDGE_NAME_OPTION}=${fromOption} disagree`);
+	}
+
+	const explicit = request.bridgeName ?? fromOption;
+	if (explicit !== undefined) {
+		const problem = bridgeNameProblem(explicit);
+		if (problem) {
+			throw new ValidationError(`invalid bridge name ${JSON.stringify(explicit)}: ${problem}`);
+		}
+
+		return explicit;
+	}
+
+	return bridgeNameProblem(request.network) ? derivedBridgeName(request.network) : request.network;
+}
+
+/** Why Linux (or iptables) would refuse `name` as an interface name. */
+export function bridgeNameProblem(name: string): string | undefined {
+	if (name === '' || name === '.' || name === '..') {
+		return 'not a valid interface name';
+	}
+
+	if (Buffer.byteLength(name) > MAX_IFNAME_BYTES) {
+		return `longer than ${MAX_IFNAME_BYTES} bytes, the limit of a Linux interface name`;
+	}
+
+	if (!/^[a-zA-Z0-9_.-]+$/.test(name) || name.startsWith('-')) {
+		return 'use only letters, digits and _ . - (not first)';
+	}
+
+	return undefined;
+}
+
+/** A readable name for a network whose own name cannot be an interface name: prefix + hash. */
+export function derivedBridgeName(network: string): string {
+	const hash = createHash('sha256').update(network).digest('hex').slice(0, 6);
+	const stem = network.replaceAll(/[^a-zA-Z0-9_.-]/g, '').slice(0, 8).replace(/^[-.]+/, '') || 'egress';
+	return `${stem}-${hash}`;
+}
+
+export type HostView = {
+	addresses: HostAddress[];
+	routes: Array<{ destination: string; interface: string }>;
+	interfaces: string[];
+};
+
+/** Checks the plan against the host and Docker; returns warnings, throws on a conflict. */
+export function checkAgainstHost(plan: CreatePlan, host: HostView, networks: DockerNetwork[]): string[] {
+	const sourceProblem = sourceIpProblem(plan.sourceIp, host.addresses);
+	if (sourceProblem) {
+		throw new ValidationError(`--source-ip: ${sourceProblem}`);
+	}
+
+	if (networks.some((network) => network.name === plan.network)) {
+		throw new ValidationError(`network with name ${plan.network} already exists`);
+	}
+
+	const bridgeOwner = networks.find((network) => network.driver === 'bridge' && bridgeName(network) === plan.bridge);
+	if (bridgeOwner) {
+		throw new ValidationError(`bridge name ${plan.bridge} is already used by network ${bridgeOwner.name}; choose another with --bridge-name`);
+	}
+
+	if (host.interfaces.includes(plan.bridge)) {
+		throw new ValidationError(`an interface named ${plan.bridge} already exists on this host; choose another with --bridge-name`);
+	}
+
+	if (plan.subnet) {
+		checkSubnetIsFree(plan.subnet, host, networks);
+	}
+
+	return defaultRouteWarnings(plan.network, networks);
+}
+
+export function checkSubnetIsFree(subnet: Cidr, host: HostView, networks: DockerNetwork[], self?: string): void {
+	for (const network of networks) {
+		if (network.id === self) {
+			continue;
+		}
+
+		for (const text of network.subnets) {
+			const other = parseIpv4Cidr(text);
+			if (other && cidrsOverlap(subnet, other)) {
+				throw new ValidationError(`subnet ${subnet.text} overlaps ${other.text} of Docker network ${network.name}`);
+			}
+		}
+	}
+
+	const dockerBridges = new Set(networks.filter((network) => network.id !== self).map((network) => bridgeName(network)));
+	for (const address of host.addresses) {
+		const connected = address.family === 'ipv4' ? parseIpv4Cidr(`${address.address}/${address.prefix}`) : undefined;
+		if (connected && cidrsOverlap(subnet, connected) && !dockerBridges.has(address.interface)) {
+			throw new ValidationError(`subnet ${subnet.text} overlaps ${connected.text}, the subnet of ${address.address} on host interface ${address.interface}`);
+		}
+	}
+
+	for (const route of host.routes) {
+		const destination = parseIpv4Cidr(route.destination.includes('/') ? route.destination : `${route.destination}/32`);
+		if (destination && destination.prefix > 0 && cidrsOverlap(subnet, destination) && !dockerBridges.has(route.interface)) {
+			throw new ValidationError(`subnet ${subnet.text} overlaps the host route ${route.destination} via ${route.interface || 'unknown device'}`);
+		}
+	}
+}
+
+/**
+ * Docker gives a container on several networks its default route from the network whose name
+ * sorts first (when priorities tie). A new network that sorts before existing ones can take it.
+ */
+export function defaultRouteWarnings(name: string, networks: DockerNetwork[]): string[] {
+	const later = networks
+		.filter((network) => network.driver === 'bridge' && network.name > name)
+		.map((network) => network.name)
+		.sort();
+	if (later.length === 0) {
+		return [];
+	}
+
+	const shown = later.slice(0, 3).join(', ') + (later.length > 3 ? `, … (${later.length} in all)` : '');
+	return [
+		`network name ${name} sorts before ${shown}: a container attached to both may take its default route from ${name}. To avoid it, give egress networks a name that sorts last (a z_ prefix), or on Docker 28+ set --gw-priority when connecting.`,
+	];
+}

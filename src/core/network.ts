@@ -1,0 +1,125 @@
+// Egress networks: which Docker networks ask for a fixed source IP, and whether that ask is
+// valid on this host. Pure: the Docker and host facts come in as plain values.
+import { addressFamily, cidrContains, parseIpv4Cidr, unusableIpv4Reason } from './address.js';
+
+export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
+export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
+export const MASQUERADE_OPTION = 'com.docker.network.bridge.enable_ip_masquerade';
+
+/** The facts of a Docker network this tool needs (mapped from the Engine API by the adapter). */
+export type DockerNetwork = {
+	id: string;
+	name: string;
+	driver: string;
+	labels: Record<string, string>;
+	options: Record<string, string>;
+	/** IPAM subnets as Docker reports them, any family. */
+	subnets: string[];
+};
+
+export type HostAddress = {
+	interface: string;
+	address: string;
+	prefix: number;
+	family: 'ipv4' | 'ipv6';
+};
+
+export type EgressNetwork = {
+	id: string;
+	name: string;
+	bridge: string;
+	/** Canonical IPv4 subnets of the network. */
+	subnets: string[];
+	/** The label's value, as written. */
+	sourceIp: string;
+	/** Whether Docker's own MASQUERADE is on for it (it then fails open without our rule). */
+	masquerade: boolean;
+	/** Why no rule can be made for it; undefined when the network is valid. */
+	problem?: string;
+};
+
+export function bridgeName(network: Pick<DockerNetwork, 'id' | 'options'>): string {
+	return network.options[BRIDGE_NAME_OPTION] ?? `br-${network.id.slice(0, 12)}`;
+}
+
+export function isEgressNetwork(network: Pick<DockerNetwork, 'labels'>): boolean {
+	return SOURCE_IP_LABEL in network.labels;
+}
+
+/** Every labelled network, each with its problem if it has one, sorted by name. */
+/** Without `hostAddresses` (a remote daemon), whether the host has each source IP is not checked. */
+export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined): EgressNetwork[] {
+	return networks
+		.filter((network) => isEgressNetwork(network))
+		.map((network) => toEgressNetwork(network, hostAddresses))
+		.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddress[] | undefined): EgressNetwork {
+	const sourceIp = network.labels[SOURCE_IP_LABEL] ?? '';
+	const subnets = network.subnets.flatMap((subnet) => {
+		const cidr = parseIpv4Cidr(subnet);
+		return cidr ? [cidr.text] : [];
+	});
+	const egress: EgressNetwork = {
+		id: network.id,
+		name: network.name,
+		bridge: bridgeName(network),
+		subnets,
+		sourceIp,
+		masquerade: network.options[MASQUERADE_OPTION] !== 'false',
+	};
+	const problem = networkProblem(network, egress, hostAddresses);
+	return problem ? { ...egress, problem } : egress;
+}
+
+function networkProblem(network: DockerNetwork, egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): string | undefined {
+	if (network.driver !== 'bridge') {
+		return `it is a ${network.driver} network; only bridge networks can have an egress source IP`;
+	}
+
+	const sourceProblem = sourceIpProblem(egress.sourceIp, hostAddresses);
+	if (sourceProblem) {
+		return `label ${SOURCE_IP_LABEL}=${JSON.stringify(egress.sourceIp)}: ${sourceProblem}`;
+	}
+
+	if (egress.subnets.length === 0) {
+		return 'it has no IPv4 subnet';
+	}
+
+	for (const subnet of egress.subnets) {
+		if (cidrContains(parseIpv4Cidr(subnet)!, egress.sourceIp)) {
+			return `source IP ${egress.sourceIp} is inside the network's own subnet ${subnet}`;
+		}
+	}
+
+	return undefined;
+}
+
+/** Why `ip` cannot be the IPv4 egress source on this host, or undefined when it can. */
+export function sourceIpProblem(ip: string, hostAddresses: HostAddress[] | undefined): string | undefined {
+	const family = addressFamily(ip);
+	if (!family) {
+		return 'not an IP address';
+	}
+
+	if (family === 'ipv6') {
+		return 'an IPv6 address cannot be the source of IPv4 traffic; give an IPv4 address';
+	}
+
+	const unusable = unusableIpv4Reason(ip);
+	if (unusable) {
+		return `${ip} ${unusable}`;
+	}
+
+	if (hostAddresses && !hostAddresses.some((host) => host.family === 'ipv4' && host.address === ip)) {
+		return `${ip} is not an address of this host (its IPv4 addresses: ${describeHostAddresses(hostAddresses)})`;
+	}
+
+	return undefined;
+}
+
+export function describeHostAddresses(hostAddresses: HostAddress[]): string {
+	const usable = hostAddresses.filter((host) => host.family === 'ipv4' && !unusableIpv4Reason(host.address));
+	return usable.length === 0 ? 'none' : usable.map((host) => `${host.address} on ${host.interface}`).join(', ');
+}

@@ -1,0 +1,94 @@
+// Named errors. Every failure a user can cause or meet is one of these; cli/run.ts is the one
+// place that turns them into a message line and an exit code.
+
+export class EgressError extends Error {
+	/** Exit status of the process when this error ends it. */
+	readonly exitCode: number = 1;
+
+	constructor(message: string, options?: { cause?: unknown }) {
+		super(message, options);
+		this.name = new.target.name;
+	}
+}
+
+/** The user's input is wrong; nothing was changed. */
+export class UsageError extends EgressError {}
+
+/** Input that parses but is refused: an address not on this host, an overlap, a taken name… */
+export class ValidationError extends EgressError {}
+
+export class NetworkNotFoundError extends EgressError {
+	constructor(readonly network: string) {
+		super(`network ${network} not found`);
+	}
+}
+
+export class NotEgressNetworkError extends EgressError {
+	constructor(readonly network: string) {
+		super(`network ${network} is not an egress network (it has no docker-egress.source-ip label); use docker network rm / inspect for it`);
+	}
+}
+
+export class DaemonUnreachableError extends EgressError {
+	constructor(readonly endpoint: string, cause: unknown) {
+		super(`cannot reach the Docker daemon at ${endpoint}: ${reason(cause)}`, { cause });
+	}
+}
+
+/** The Docker Engine answered with an error (status code and its message). */
+export class DockerApiError extends EgressError {
+	constructor(
+		message: string,
+		readonly statusCode: number | undefined,
+		cause?: unknown,
+	) {
+		super(message, { cause });
+	}
+}
+
+export class RemoteEndpointError extends EgressError {
+	constructor(readonly endpoint: string) {
+		super(
+			`refusing to change firewall rules through ${endpoint}: docker egress manages the firewall of the machine it runs on, so rule-changing commands need the local daemon (unix socket); run it on that host`,
+		);
+	}
+}
+
+/** iptables, iptables-restore or ip failed; the message carries the command line and its stderr. */
+export class CommandError extends EgressError {
+	constructor(
+		readonly command: string,
+		readonly stderr: string,
+		cause?: unknown,
+	) {
+		super(`${command} failed: ${stderr.trim().split('\n').slice(-3).join(' / ') || reason(cause)}`, { cause });
+	}
+}
+
+export class LockTimeoutError extends EgressError {
+	constructor(what: string) {
+		super(`another docker-egress is ${what} on this host and did not finish in time; try again`);
+	}
+}
+
+export class InterruptedError extends EgressError {
+	override readonly exitCode = 130;
+	constructor() {
+		super('interrupted; nothing was changed');
+	}
+}
+
+/** `sync` applied every valid rule but some networks were skipped; already reported on stderr. */
+export class PartialSyncError extends EgressError {
+	constructor(readonly invalid: number) {
+		super(`${invalid} egress network${invalid === 1 ? '' : 's'} skipped because of an invalid label (see above)`);
+	}
+}
+
+export function reason(error: unknown): string {
+	if (error instanceof Error) {
+		return error.message;
+	}
+
+	return String(error);
+}

@@ -1,0 +1,49 @@
+// What every command gets: the resolved endpoint, lazily connected adapters, the stop signal,
+// and the one rule that changing commands need the local daemon.
+import type { DockerClient } from '../adapters/docker.js';
+import { isLocalEndpoint, type Endpoint } from '../adapters/endpoint.js';
+import type { Firewall } from '../adapters/iptables.js';
+import type { HostFacts } from '../adapters/host.js';
+import { RemoteEndpointError } from '../errors.js';
+
+export type Context = {
+	endpoint: Endpoint;
+	signal: AbortSignal;
+	docker(): Promise<DockerClient>;
+	firewall(): Promise<Firewall>;
+	host(): Promise<HostFacts>;
+	out(text: string): void;
+};
+
+export function requireLocalEndpoint(context: Context): void {
+	if (!isLocalEndpoint(context.endpoint)) {
+		throw new RemoteEndpointError(`${context.endpoint.host} (${context.endpoint.source})`);
+	}
+}
+
+export function createContext(endpoint: Endpoint, signal: AbortSignal): Context {
+	let docker: Promise<DockerClient> | undefined;
+	let firewall: Promise<Firewall> | undefined;
+	return {
+		endpoint,
+		signal,
+		async docker() {
+			const { DockerClient } = await import('../adapters/docker.js');
+			docker ??= DockerClient.connect(endpoint);
+			return docker;
+		},
+		async firewall() {
+			const { Firewall } = await import('../adapters/iptables.js');
+			firewall ??= Firewall.detect();
+			return firewall;
+		},
+		async host() {
+			// Read fresh each time: addresses and routes change under us.
+			const { readHostFacts } = await import('../adapters/host.js');
+			return readHostFacts();
+		},
+		out(text) {
+			process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+		},
+	};
+}
