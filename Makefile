@@ -1,0 +1,63 @@
+# docker egress: build, test and install the `docker-egress` Docker CLI plugin.
+#
+#   make build     type-check (tsc) and package dist/docker-egress (esbuild + Node SEA)
+#   make install   build, then install into $(PLUGIN_DIR) (default: per-user Docker CLI plugins)
+#   make test      build, then run the ava tests from build/ (tsc output)
+#   make check     type-check only
+#   make clean     remove build/ and dist/
+#
+# System-wide install: make install PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+# Dependencies are expected to be installed already (npm ci).
+
+# Expanded by the shell at install time, so DOCKER_CONFIG and HOME are those of the caller.
+PLUGIN_DIR ?= $${DOCKER_CONFIG:-$$HOME/.docker}/cli-plugins
+DESTDIR ?=
+
+NODE ?= node
+TSC ?= node_modules/.bin/tsc
+AVA ?= node_modules/.bin/ava
+AVA_FLAGS ?=
+
+EXE := dist/docker-egress
+# tsc emits build/ for the tests; this stamp records a successful, complete emit.
+TSC_STAMP := build/.tsc-stamp
+
+# Directories are listed too: their mtime changes when a file is added or removed. Absolute paths,
+# so that the directory test/ is never mistaken for the target `test`.
+TS_INPUTS := $(shell find $(CURDIR)/src $(CURDIR)/test $(CURDIR)/pkg \
+		-type d -o -name '*.ts' -o -name '*.json' 2>/dev/null) \
+	tsconfig.json package.json package-lock.json
+BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.json' 2>/dev/null) \
+	plugin-metadata pkg/build.mjs package.json package-lock.json
+
+.DEFAULT_GOAL := build
+.DELETE_ON_ERROR:
+.PHONY: build install uninstall test check clean
+
+build: $(EXE)
+
+# Type-check (and emit build/) first: a binary is only made from code that type-checks.
+$(EXE): $(TSC_STAMP) $(BUNDLE_INPUTS)
+	$(NODE) pkg/build.mjs
+
+# A full emit into an empty build/, so files deleted from src/ or test/ leave no stale .js behind
+# for ava to pick up.
+$(TSC_STAMP): $(TS_INPUTS)
+	rm -rf build
+	$(TSC) -p tsconfig.json
+	touch $@
+
+check:
+	$(TSC) -p tsconfig.json --noEmit
+
+test: $(EXE) $(TSC_STAMP)
+	$(AVA) $(AVA_FLAGS)
+
+install: $(EXE)
+	install -D -m 0755 $(EXE) "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"
+
+uninstall:
+	rm -f "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"
+
+clean:
+	rm -rf build dist
