@@ -122,6 +122,10 @@ function checkIpRange(ipRange: string, subnet: Cidr): void {
 		throw new ValidationError(`invalid --ip-range ${JSON.stringify(ipRange)}: not an IPv4 CIDR`);
 	}
 
+	if (range.hostBitsSet) {
+		throw new ValidationError(`invalid --ip-range ${ipRange}: host bits are set; did you mean ${range.text}?`);
+	}
+
 	if (range.start < subnet.start || range.end > subnet.end) {
 		throw new ValidationError(`--ip-range ${ipRange} is not inside --subnet ${subnet.text}`);
 	}
