@@ -1,5 +1,6 @@
 // The nat table, through the same iptables flavour (nft or legacy) that dockerd uses: read
 // with iptables-save, changed only with one `iptables-restore --noflush` transaction.
+import { readFileSync } from 'node:fs';
 import { parseNatState, type NatState } from '../core/rules.js';
 import { debug } from '../log.js';
 import { runCommand } from './run.js';
@@ -19,7 +20,8 @@ export class Firewall {
 			return new Firewall(forced);
 		}
 
-		const flavours: Flavour[] = ['nft', 'legacy'];
+		// Reading a legacy table creates it, so legacy is read only where it is in use already.
+		const flavours: Flavour[] = legacyTablesInUse() ? ['nft', 'legacy'] : ['nft'];
 		const saves = await Promise.all(flavours.map(async (flavour) => readSave(flavour).catch(() => '')));
 		const withDocker = flavours.filter((_, i) => /^:DOCKER /m.test(saves[i]!));
 		if (withDocker.length === 1) {
@@ -45,6 +47,14 @@ export class Firewall {
 		const [file, ...args] = this.restoreCommand();
 		debug(`iptables-restore input:\n${input}`);
 		await runCommand(file!, args, input);
+	}
+}
+
+function legacyTablesInUse(): boolean {
+	try {
+		return readFileSync('/proc/net/ip_tables_names', 'utf8').trim() !== '';
+	} catch {
+		return false;
 	}
 }
 

@@ -13,7 +13,7 @@ import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
 import { describeRestore } from './sync.js';
 
-export type CreateOptions = CreateRequest & { dryRun: boolean };
+export type CreateOptions = Omit<CreateRequest, 'labels' | 'opts'> & { label: string[]; opt: string[]; dryRun: boolean };
 
 export function createBuilder(yargs: Argv): Argv {
 	return yargs
@@ -29,7 +29,7 @@ export function createBuilder(yargs: Argv): Argv {
 }
 
 export async function runCreate(options: CreateOptions, context: Context): Promise<void> {
-	const plan = planCreate(options);
+	const plan = planCreate({ ...options, labels: options.label, opts: options.opt });
 	requireLocalEndpoint(context);
 	const docker = await context.docker();
 	const lock = await acquireLock(RULES_LOCK, { signal: context.signal });

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { cidrContains, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, type Cidr } from './address.js';
-import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, bridgeName, sourceIpProblem, type DockerNetwork, type HostAddress } from './network.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, bridgeName, isEgressNetwork, sourceIpProblem, type DockerNetwork, type HostAddress } from './network.js';
 
 export type CreateRequest = {
 	network: string;
@@ -235,7 +235,7 @@ export function checkSubnetIsFree(subnet: Cidr, host: HostView, networks: Docker
 		}
 	}
 
-	const dockerBridges = new Set(networks.filter((network) => network.id !== self).map((network) => bridgeName(network)));
+	const dockerBridges = new Set(networks.map((network) => bridgeName(network)));
 	for (const address of host.addresses) {
 		const connected = address.family === 'ipv4' ? parseIpv4Cidr(`${address.address}/${address.prefix}`) : undefined;
 		if (connected && cidrsOverlap(subnet, connected) && !dockerBridges.has(address.interface)) {
@@ -254,10 +254,11 @@ export function checkSubnetIsFree(subnet: Cidr, host: HostView, networks: Docker
 /**
  * Docker gives a container on several networks its default route from the network whose name
  * sorts first (when priorities tie). A new network that sorts before existing ones can take it.
+ * Other egress networks are left out: a container is not meant to be on two of them.
  */
 export function defaultRouteWarnings(name: string, networks: DockerNetwork[]): string[] {
 	const later = networks
-		.filter((network) => network.driver === 'bridge' && network.name > name)
+		.filter((network) => network.driver === 'bridge' && !isEgressNetwork(network) && network.name > name)
 		.map((network) => network.name)
 		.sort();
 	if (later.length === 0) {
