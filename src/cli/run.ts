@@ -49,6 +49,7 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 		.alias('help', 'h')
 		.version(false)
 		.exitProcess(false)
+		.parserConfiguration({ 'boolean-negation': false })
 		.wrap(Math.min(100, process.stdout.columns || 100))
 		.fail((message, error) => {
 			throw error ?? new EgressError(message);
