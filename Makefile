@@ -14,6 +14,8 @@ PLUGIN_DIR ?= $${DOCKER_CONFIG:-$$HOME/.docker}/cli-plugins
 DESTDIR ?=
 
 NODE ?= node
+# The Node.js binary the executable is made of (default: the one that runs the build).
+SEA_NODE ?=
 TSC ?= node_modules/.bin/tsc
 AVA ?= node_modules/.bin/ava
 AVA_FLAGS ?=
@@ -37,8 +39,8 @@ BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.
 build: $(EXE)
 
 # Type-check (and emit build/) first: a binary is only made from code that type-checks.
-$(EXE): $(TSC_STAMP) $(BUNDLE_INPUTS)
-	$(NODE) pkg/build.mjs
+$(EXE): $(TSC_STAMP) $(BUNDLE_INPUTS) $(SEA_NODE)
+	$(NODE) pkg/build.mjs $(if $(SEA_NODE),--node "$(SEA_NODE)")
 
 # A full emit into an empty build/, so files deleted from src/ or test/ leave no stale .js behind
 # for ava to pick up.

@@ -4,10 +4,12 @@
 //   2. Node's Single Executable Application support turns that bundle into a blob, which
 //      postject injects into a copy of this Node binary: dist/docker-egress.
 //
-// Usage: node pkg/build.mjs [--entry FILE] [--outdir DIR] [--name NAME] [--bundle-only]
-//                           [--no-strip] [--no-code-cache] [--sourcemap]
+// Usage: node pkg/build.mjs [--entry FILE] [--outdir DIR] [--name NAME] [--node BINARY]
+//                           [--bundle-only] [--no-strip] [--no-code-cache] [--sourcemap] [-q]
 //   --entry/--outdir/--name exist so that throwaway entries (smoke tests outside src/) can be
 //   packaged exactly like the real one.
+//   --node picks the Node.js binary the executable is made of (default: the one running this
+//   script); it also writes the SEA blob, as blob and binary must come from the same version.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
@@ -26,6 +28,7 @@ const { values: opts } = parseArgs({
 		entry: { type: 'string', default: join(root, 'src/main.ts') },
 		outdir: { type: 'string', default: join(root, 'dist') },
 		name: { type: 'string', default: 'docker-egress' },
+		node: { type: 'string', default: process.execPath },
 		'bundle-only': { type: 'boolean', default: false },
 		'no-strip': { type: 'boolean', default: false },
 		'no-code-cache': { type: 'boolean', default: false },
@@ -39,6 +42,7 @@ const bundleFile = join(outdir, `${opts.name}.cjs`);
 const blobFile = join(outdir, `${opts.name}.blob`);
 const seaConfigFile = join(outdir, `${opts.name}.sea-config.json`);
 const exeFile = join(outdir, opts.name);
+const nodeBinary = resolve(opts.node);
 
 const log = (msg) => {
 	if (!opts.quiet) process.stderr.write(`pkg/build: ${msg}\n`);
@@ -167,7 +171,7 @@ function seaBlob() {
 	writeFileSync(seaConfigFile, JSON.stringify(config, null, '\t') + '\n');
 	rmSync(blobFile, { force: true });
 	try {
-		execFileSync(process.execPath, ['--experimental-sea-config', seaConfigFile], { cwd: outdir, stdio: 'pipe' });
+		execFileSync(nodeBinary, ['--experimental-sea-config', seaConfigFile], { cwd: outdir, stdio: 'pipe' });
 	} catch (error) {
 		process.stderr.write(`${error.stdout ?? ''}${error.stderr ?? ''}`);
 		throw error;
@@ -178,7 +182,7 @@ function seaBlob() {
 async function executable() {
 	const tmp = `${exeFile}.tmp`;
 	rmSync(tmp, { force: true });
-	copyFileSync(process.execPath, tmp);
+	copyFileSync(nodeBinary, tmp);
 	chmodSync(tmp, 0o755);
 	// The Node binary may carry debug info and a full symbol table (about 16 MiB for Node 20.20 on
 	// Debian); drop them when binutils are around. .dynsym, which addons link against, stays.
@@ -208,7 +212,8 @@ async function executable() {
 	// Rename last so a failed build never leaves a half-made executable behind.
 	// (rename, not copy: also works while an older dist/docker-egress is running).
 	renameSync(tmp, exeFile);
-	log(`executable ${rel(exeFile)} (${mib(statSync(exeFile).size)}, Node ${process.version})`);
+	const version = execFileSync(nodeBinary, ['--version'], { encoding: 'utf8' }).trim();
+	log(`executable ${rel(exeFile)} (${mib(statSync(exeFile).size)}, Node ${version})`);
 }
 
 try {
