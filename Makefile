@@ -15,7 +15,12 @@ DESTDIR ?=
 
 NODE ?= node
 # The Node.js binary the executable is made of (default: the one that runs the build).
-SEA_NODE ?=
+# The Node.js runtime inside the executable: Node 22 from the npm registry, pinned in
+# pkg/node-runtime.json (Node 20's libuv cannot reach the CLI's plugin socket; see README).
+# SEA_NODE=/path/to/node (>= 22) uses another binary.
+SEA_NODE_VERSION := $(shell sed -n 's/.*"version": "\(.*\)".*/\1/p' pkg/node-runtime.json)
+DEFAULT_SEA_NODE := .cache/node-v$(SEA_NODE_VERSION)
+SEA_NODE ?= $(DEFAULT_SEA_NODE)
 TSC ?= node_modules/.bin/tsc
 AVA ?= node_modules/.bin/ava
 AVA_FLAGS ?=
@@ -40,7 +45,10 @@ build: $(EXE)
 
 # Type-check (and emit build/) first: a binary is only made from code that type-checks.
 $(EXE): $(TSC_STAMP) $(BUNDLE_INPUTS) $(SEA_NODE)
-	$(NODE) pkg/build.mjs $(if $(SEA_NODE),--node "$(SEA_NODE)")
+	$(NODE) pkg/build.mjs --node "$(SEA_NODE)"
+
+$(DEFAULT_SEA_NODE): pkg/node-runtime.json pkg/fetch-node.mjs
+	$(NODE) pkg/fetch-node.mjs $@
 
 # A full emit into an empty build/, so files deleted from src/ or test/ leave no stale .js behind
 # for ava to pick up.
@@ -62,4 +70,4 @@ uninstall:
 	rm -f "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"
 
 clean:
-	rm -rf build dist
+	rm -rf build dist .cache
