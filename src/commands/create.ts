@@ -6,7 +6,7 @@ import type { NetworkCreateBody } from '../adapters/docker.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { checkAgainstHost, checkSubnetIsFree, planCreate, type CreatePlan, type CreateRequest } from '../core/create-plan.js';
 import { parseIpv4Cidr } from '../core/address.js';
-import { toEgressNetwork, type EgressNetwork } from '../core/network.js';
+import { toEgressNetwork, uplinkAddresses, type EgressNetwork } from '../core/network.js';
 import { EgressError, ValidationError, reason } from '../errors.js';
 import { info, warn } from '../log.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
@@ -67,7 +67,7 @@ export async function runCreate(options: CreateOptions, context: Context): Promi
 async function finishCreate(id: string, plan: CreatePlan, context: Context): Promise<void> {
 	const docker = await context.docker();
 	const [created, host, networks] = await Promise.all([docker.inspectNetwork(id), context.host(), docker.listNetworks()]);
-	const egress = toEgressNetwork(created, host.addresses);
+	const egress = toEgressNetwork(created, uplinkAddresses(host.addresses, networks));
 	if (!plan.subnet) {
 		// Docker chose the subnet: check it as we would have checked a given one.
 		for (const subnet of egress.subnets) {

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { cidrContains, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, type Cidr } from './address.js';
-import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, bridgeName, isEgressNetwork, sourceIpProblem, type DockerNetwork, type HostAddress } from './network.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, bridgeName, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
 
 export type CreateRequest = {
 	network: string;
@@ -196,7 +196,7 @@ export type HostView = {
 
 /** Checks the plan against the host and Docker; returns warnings, throws on a conflict. */
 export function checkAgainstHost(plan: CreatePlan, host: HostView, networks: DockerNetwork[]): string[] {
-	const sourceProblem = sourceIpProblem(plan.sourceIp, host.addresses);
+	const sourceProblem = sourceIpProblem(plan.sourceIp, uplinkAddresses(host.addresses, networks));
 	if (sourceProblem) {
 		throw new ValidationError(`--source-ip: ${sourceProblem}`);
 	}

@@ -119,6 +119,15 @@ export function sourceIpProblem(ip: string, hostAddresses: HostAddress[] | undef
 	return undefined;
 }
 
+/**
+ * The host's own addresses, less those on Docker's bridges (a bridge gateway is not a way out of
+ * the host, so it is never a usable egress source).
+ */
+export function uplinkAddresses(hostAddresses: HostAddress[], networks: DockerNetwork[]): HostAddress[] {
+	const bridges = new Set(networks.filter((network) => network.driver === 'bridge').map((network) => bridgeName(network)));
+	return hostAddresses.filter((address) => !bridges.has(address.interface));
+}
+
 export function describeHostAddresses(hostAddresses: HostAddress[]): string {
 	const usable = hostAddresses.filter((host) => host.family === 'ipv4' && !unusableIpv4Reason(host.address));
 	return usable.length === 0 ? 'none' : usable.map((host) => `${host.address} on ${host.interface}`).join(', ');

@@ -34,7 +34,7 @@ export function desiredRules(networks: EgressNetwork[]): SnatRule[] {
 		.flatMap((network) =>
 			network.subnets.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIp })),
 		)
-		.sort((a, b) => compare(ruleKey(a), ruleKey(b)));
+		.sort((a, b) => compare(a.network, b.network) || compare(ruleKey(a), ruleKey(b)));
 }
 
 export type NatState = {

@@ -2,7 +2,7 @@
 // table), compute the chain it asks for, and apply the difference as one iptables-restore
 // transaction. create, rm, sync — and watch — all end here.
 import type { DockerNetwork, EgressNetwork } from '../core/network.js';
-import { egressNetworks } from '../core/network.js';
+import { egressNetworks, uplinkAddresses } from '../core/network.js';
 import { desiredRules, planSync, renderRestore, type NatState, type SyncPlan } from '../core/rules.js';
 import { debug } from '../log.js';
 import type { Context } from './context.js';
@@ -23,7 +23,7 @@ export type SyncResult = ObservedState & {
 export async function observe(context: Context): Promise<ObservedState> {
 	const [docker, firewall] = await Promise.all([context.docker(), context.firewall()]);
 	const [dockerNetworks, host, nat] = await Promise.all([docker.listNetworks(), context.host(), firewall.readNat()]);
-	return { dockerNetworks, networks: egressNetworks(dockerNetworks, host.addresses), nat };
+	return { dockerNetworks, networks: egressNetworks(dockerNetworks, uplinkAddresses(host.addresses, dockerNetworks)), nat };
 }
 
 export type ReconcileOptions = {

@@ -3,7 +3,7 @@
 // firewall that matters is on that other host.
 import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
-import { egressNetworks, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules, isRuleActive, ruleText } from '../core/rules.js';
 import type { Context } from './context.js';
 
@@ -25,7 +25,7 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 		local ? context.host() : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
 	]);
-	const networks = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, host?.addresses);
+	const networks = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, host && uplinkAddresses(host.addresses, dockerNetworks));
 	return networks.map((network) => ({
 		network,
 		status: network.problem ? 'invalid' : nat ? (isRuleActive(network, nat) ? 'active' : 'missing') : 'unknown',

@@ -70,7 +70,8 @@ const conflicting = test.macro((t, change: Partial<CreateRequest>, message: RegE
 	t.regex(error!.message, message);
 });
 
-test('source IP not on the host lists the ones that are', conflicting, { sourceIp: '192.0.2.50' }, /192\.0\.2\.1 on eth0, 192\.0\.2\.11 on eth0, 172\.17\.0\.1 on docker0/);
+test('source IP not on the host lists the ones that are', conflicting, { sourceIp: '192.0.2.50' }, /192\.0\.2\.1 on eth0, 192\.0\.2\.11 on eth0\)$/);
+test('a Docker bridge gateway is not a usable source', conflicting, { sourceIp: '172.17.0.1' }, /172\.17\.0\.1 is not an address of this host/);
 test('subnet overlapping another Docker network', conflicting, { subnet: '172.17.5.0/24' }, /overlaps 172\.17\.0\.0\/16 of Docker network bridge/);
 test('subnet overlapping a host address', conflicting, { subnet: '192.0.2.128/25', sourceIp: '192.0.2.11' }, /host interface eth0/);
 test('subnet overlapping a host route', conflicting, { subnet: '198.51.100.0/26' }, /host route 198\.51\.100\.0\/24/);

@@ -32,7 +32,7 @@ const refused = test.macro({
 const create = (...extra: string[]) => ['create', 'z_v_new', ...extra];
 
 test.serial('invalid source IP', refused, create('--source-ip', 'banana'), /--source-ip "banana": not an IP address/);
-test.serial('source IP not on this host, listing the ones that are', refused, create('--source-ip', '192.0.2.50'), /192\.0\.2\.50 is not an address of this host \(its IPv4 addresses: .*192\.0\.2\.1 on eg-h, 192\.0\.2\.11 on eg-h, 192\.0\.2\.12 on eg-h, 192\.0\.2\.13 on eg-h/);
+test.serial('source IP not on this host, listing the ones that are', refused, create('--source-ip', '192.0.2.50'), /192\.0\.2\.50 is not an address of this host \(its IPv4 addresses: .*192\.0\.2\.1 on eg-h, 192\.0\.2\.11 on eg-h, 192\.0\.2\.12 on eg-h, 192\.0\.2\.13 on eg-h\)\s*$/);
 test.serial('loopback', refused, create('--source-ip', '127.0.0.1'), /loopback/);
 test.serial('multicast', refused, create('--source-ip', '224.0.0.5'), /multicast/);
 test.serial('unspecified', refused, create('--source-ip', '0.0.0.0'), /unspecified/);
