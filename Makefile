@@ -39,7 +39,7 @@ BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.
 
 .DEFAULT_GOAL := build
 .DELETE_ON_ERROR:
-.PHONY: build install uninstall test check clean
+.PHONY: build install install-service uninstall test check clean
 
 build: $(EXE)
 
@@ -65,6 +65,23 @@ test: $(EXE) $(TSC_STAMP)
 
 install: $(EXE)
 	install -D -m 0755 $(EXE) "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"
+
+# The watch service: the binary system-wide, the systemd unit, then enable and start it (when
+# systemd runs this machine; otherwise the files are installed and the commands printed).
+SERVICE_PLUGIN_DIR ?= /usr/local/lib/docker/cli-plugins
+UNIT_DIR ?= /etc/systemd/system
+SYSTEMCTL ?= systemctl
+
+install-service: $(EXE)
+	install -D -m 0755 $(EXE) "$(DESTDIR)$(SERVICE_PLUGIN_DIR)/docker-egress"
+	mkdir -p "$(DESTDIR)$(UNIT_DIR)"
+	sed 's|@BINARY@|$(SERVICE_PLUGIN_DIR)/docker-egress|' pkg/docker-egress.service >"$(DESTDIR)$(UNIT_DIR)/docker-egress.service"
+	chmod 0644 "$(DESTDIR)$(UNIT_DIR)/docker-egress.service"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		$(SYSTEMCTL) daemon-reload && $(SYSTEMCTL) enable --now docker-egress.service; \
+	else \
+		echo "systemd is not running here (or DESTDIR is set): run 'systemctl daemon-reload && systemctl enable --now docker-egress' on the target"; \
+	fi
 
 uninstall:
 	rm -f "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"

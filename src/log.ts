@@ -9,6 +9,14 @@ export function setLogLevel(value: string | undefined): void {
 	}
 }
 
+const order = { debug: 0, info: 1, warn: 2, error: 3 } as const;
+
+export type Level = keyof typeof order;
+
+export function enabled(wanted: Level): boolean {
+	return order[wanted] >= order[level];
+}
+
 export function isDebug(): boolean {
 	return level === 'debug';
 }

@@ -82,6 +82,45 @@ export class DockerClient {
 		);
 	}
 
+	/**
+	 * Network events (create, destroy, connect, disconnect) as they happen. The iterator ends when
+	 * the daemon closes the stream (it went away) and throws DaemonUnreachableError then; `signal`
+	 * ends it quietly.
+	 */
+	async *networkEvents(signal: AbortSignal): AsyncGenerator<{ action: string; network: string }> {
+		const stream = (await this.call('events', async () => this.api.getEvents({ filters: { type: ['network'] } }))) as NodeJS.ReadableStream & { destroy(): void };
+		const stop = () => {
+			stream.destroy();
+		};
+
+		signal.addEventListener('abort', stop, { once: true });
+		let buffered = '';
+		try {
+			for await (const chunk of stream) {
+				buffered += chunk.toString();
+				let newline: number;
+				while ((newline = buffered.indexOf('\n')) !== -1) {
+					const line = buffered.slice(0, newline).trim();
+					buffered = buffered.slice(newline + 1);
+					if (line) {
+						const event = JSON.parse(line) as { Action?: string; Actor?: { Attributes?: { name?: string } } };
+						yield { action: event.Action ?? '', network: event.Actor?.Attributes?.name ?? '' };
+					}
+				}
+			}
+		} catch (error) {
+			if (!signal.aborted) {
+				throw this.mapError(error);
+			}
+		} finally {
+			signal.removeEventListener('abort', stop);
+		}
+
+		if (!signal.aborted) {
+			throw new DaemonUnreachableError(`${this.endpoint.host} (${this.endpoint.source})`, new Error('the event stream ended'));
+		}
+	}
+
 	private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
 		debug(`docker api: ${what}`);
 		try {

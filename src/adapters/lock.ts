@@ -7,6 +7,8 @@ import { InterruptedError, LockTimeoutError } from '../errors.js';
 import { debug, info } from '../log.js';
 
 export const RULES_LOCK = 'docker-egress/rules';
+/** Held by `watch` for as long as it runs: one watch per host (per network namespace). */
+export const WATCH_LOCK = 'docker-egress/watch';
 
 export type Lock = { release(): Promise<void> };
 
@@ -30,13 +32,7 @@ export async function acquireLock(name: string, options: LockOptions = {}): Prom
 		const server = await tryBind(name);
 		if (server) {
 			debug(`lock ${name} acquired`);
-			return {
-				async release() {
-					await new Promise<void>((resolve) => {
-						server.close(() => resolve());
-					});
-				},
-			};
+			return releasing(server);
 		}
 
 		if (Date.now() > deadline) {
@@ -54,6 +50,22 @@ export async function acquireLock(name: string, options: LockOptions = {}): Prom
 			throw new InterruptedError();
 		}
 	}
+}
+
+/** Takes the lock if it is free; undefined if someone holds it. Does not wait. */
+export async function tryLock(name: string): Promise<Lock | undefined> {
+	const server = await tryBind(name);
+	return server ? releasing(server) : undefined;
+}
+
+function releasing(server: net.Server): Lock {
+	return {
+		async release() {
+			await new Promise<void>((resolve) => {
+				server.close(() => resolve());
+			});
+		},
+	};
 }
 
 async function tryBind(name: string): Promise<net.Server | undefined> {

@@ -29,7 +29,7 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 	const bind =
 		(handler: Handler) =>
 		async (options: unknown): Promise<void> => {
-			const context = createContext(resolveEndpoint(flags), signal);
+			const context = createContext(resolveEndpoint(flags), signal, (options as { stateDir?: string }).stateDir);
 			await handler(options as never, context);
 		};
 
@@ -41,7 +41,11 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 		.command('inspect <networks..>', 'Show egress networks in detail (JSON)', commands.inspectBuilder, bind(commands.runInspect))
 		.command(['rm <networks..>', 'remove'], 'Remove egress networks and their rules', commands.rmBuilder, bind(commands.runRm))
 		.command('sync', 'Make the firewall match the egress networks (one reconcile)', commands.syncBuilder, bind(commands.runSync))
+		.command('watch', 'Keep every egress rule right: reconcile on Docker events and heal drift (runs until stopped)', commands.watchBuilder, bind(commands.runWatch))
+		.command('set <network>', 'Set the egress source IP of a network docker egress did not create (a policy)', commands.setBuilder, bind(commands.runSet))
+		.command('unset <network>', 'Remove the egress policy of a network', commands.unsetBuilder, bind(commands.runUnset))
 		.command('version', 'Show the plugin, Docker API and iptables versions', commands.versionBuilder, bind(commands.runVersion))
+		.option('state-dir', { type: 'string', global: true, describe: 'Where policies are kept (default $DOCKER_EGRESS_STATE_DIR or /var/lib/docker-egress)', requiresArg: true })
 		.demandCommand(1, 'docker egress needs a command; see docker egress --help')
 		.recommendCommands()
 		.strict()

@@ -117,6 +117,7 @@ async function printDryRun(body: NetworkCreateBody, plan: CreatePlan, context: C
 	const planned: EgressNetwork = {
 		id: '',
 		name: plan.network,
+		via: 'label',
 		bridge: plan.bridge,
 		subnets: [plan.subnet?.text ?? '<subnet-docker-assigns>'],
 		sourceIp: plan.sourceIp,

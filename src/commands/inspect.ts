@@ -53,6 +53,7 @@ export function inspectObject(view: EgressView): Record<string, unknown> {
 		ID: network.id,
 		Subnets: network.subnets,
 		SourceIP: network.sourceIp,
+		Via: network.via,
 		Bridge: network.bridge,
 		Masquerade: network.masquerade,
 		Status: view.status,

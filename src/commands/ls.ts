@@ -13,6 +13,7 @@ const columns: Columns = [
 	{ field: 'Subnet', header: 'SUBNET' },
 	{ field: 'SourceIP', header: 'SOURCE IP' },
 	{ field: 'Bridge', header: 'BRIDGE' },
+	{ field: 'Via', header: 'VIA' },
 	{ field: 'Status', header: 'STATUS' },
 	{ field: 'Containers', header: 'CONTAINERS' },
 ];
@@ -43,8 +44,14 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 	for (const view of views) {
 		if (view.network.problem) {
 			warn(`network ${view.network.name} is invalid: ${view.network.problem}`);
+		} else if (view.network.masquerade) {
+			warn(failsOpenWarning(view.network.name));
 		}
 	}
+}
+
+export function failsOpenWarning(network: string): string {
+	return `network ${network} has Docker's masquerade on: it egresses from the host's primary address whenever its rule is missing (it fails open)`;
 }
 
 export function lsRow(view: EgressView, noTrunc = false): Row {
@@ -55,6 +62,7 @@ export function lsRow(view: EgressView, noTrunc = false): Row {
 		Subnet: network.subnets.join(',') || '-',
 		SourceIP: network.sourceIp,
 		Bridge: network.bridge,
+		Via: network.via,
 		Status: view.status,
 		Containers: view.containers.length,
 		Masquerade: network.masquerade,

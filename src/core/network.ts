@@ -24,9 +24,14 @@ export type HostAddress = {
 	family: 'ipv4' | 'ipv6';
 };
 
+/** An egress source IP for a network docker egress did not create, by network name. */
+export type Policy = { network: string; sourceIp: string };
+
 export type EgressNetwork = {
 	id: string;
 	name: string;
+	/** Where the intent comes from: the network's label, or a policy (`docker egress set`). */
+	via: 'label' | 'policy';
 	bridge: string;
 	/** Canonical IPv4 subnets of the network. */
 	subnets: string[];
@@ -46,17 +51,22 @@ export function isEgressNetwork(network: Pick<DockerNetwork, 'labels'>): boolean
 	return SOURCE_IP_LABEL in network.labels;
 }
 
-/** Every labelled network, each with its problem if it has one, sorted by name. */
-/** Without `hostAddresses` (a remote daemon), whether the host has each source IP is not checked. */
-export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined): EgressNetwork[] {
+/**
+ * Every labelled network, and every network a policy names, each with its problem if it has one,
+ * sorted by name. A label wins over a policy for the same network. Without `hostAddresses` (a
+ * remote daemon), whether the host has each source IP is not checked.
+ */
+export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined, policies: Policy[] = []): EgressNetwork[] {
+	const byName = new Map(policies.map((policy) => [policy.network, policy]));
 	return networks
-		.filter((network) => isEgressNetwork(network))
-		.map((network) => toEgressNetwork(network, hostAddresses))
+		.filter((network) => isEgressNetwork(network) || byName.has(network.name))
+		.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name)))
 		.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddress[] | undefined): EgressNetwork {
-	const sourceIp = network.labels[SOURCE_IP_LABEL] ?? '';
+export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddress[] | undefined, policy?: Policy): EgressNetwork {
+	const labelled = isEgressNetwork(network);
+	const sourceIp = labelled ? (network.labels[SOURCE_IP_LABEL] ?? '') : (policy?.sourceIp ?? '');
 	const subnets = network.subnets.flatMap((subnet) => {
 		const cidr = parseIpv4Cidr(subnet);
 		return cidr ? [cidr.text] : [];
@@ -64,6 +74,7 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 	const egress: EgressNetwork = {
 		id: network.id,
 		name: network.name,
+		via: labelled || !policy ? 'label' : 'policy',
 		bridge: bridgeName(network),
 		subnets,
 		sourceIp,
@@ -80,7 +91,8 @@ function networkProblem(network: DockerNetwork, egress: EgressNetwork, hostAddre
 
 	const sourceProblem = sourceIpProblem(egress.sourceIp, hostAddresses);
 	if (sourceProblem) {
-		return `label ${SOURCE_IP_LABEL}=${JSON.stringify(egress.sourceIp)}: ${sourceProblem}`;
+		const source = egress.via === 'label' ? `label ${SOURCE_IP_LABEL}=${JSON.stringify(egress.sourceIp)}` : `policy source IP ${JSON.stringify(egress.sourceIp)}`;
+		return `${source}: ${sourceProblem}`;
 	}
 
 	if (egress.subnets.length === 0) {

@@ -4,6 +4,7 @@ import type { DockerClient } from '../adapters/docker.js';
 import { isLocalEndpoint, type Endpoint } from '../adapters/endpoint.js';
 import type { Firewall } from '../adapters/iptables.js';
 import type { HostFacts } from '../adapters/host.js';
+import { PolicyStore } from '../adapters/policy-store.js';
 import { RemoteEndpointError } from '../errors.js';
 
 export type Context = {
@@ -12,6 +13,8 @@ export type Context = {
 	docker(): Promise<DockerClient>;
 	firewall(): Promise<Firewall>;
 	host(): Promise<HostFacts>;
+	/** Policies for networks we did not create (`set` / `unset`), in the state dir. */
+	policies: PolicyStore;
 	out(text: string): void;
 };
 
@@ -21,12 +24,13 @@ export function requireLocalEndpoint(context: Context): void {
 	}
 }
 
-export function createContext(endpoint: Endpoint, signal: AbortSignal): Context {
+export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?: string): Context {
 	let docker: Promise<DockerClient> | undefined;
 	let firewall: Promise<Firewall> | undefined;
 	return {
 		endpoint,
 		signal,
+		policies: PolicyStore.fromEnv(stateDir),
 		async docker() {
 			const { DockerClient } = await import('../adapters/docker.js');
 			docker ??= DockerClient.connect(endpoint);

@@ -1,7 +1,7 @@
 // The one reconcile path: read the whole current state (Docker networks, host addresses, the nat
 // table), compute the chain it asks for, and apply the difference as one iptables-restore
 // transaction. create, rm, sync — and watch — all end here.
-import type { DockerNetwork, EgressNetwork } from '../core/network.js';
+import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { egressNetworks, uplinkAddresses } from '../core/network.js';
 import { desiredRules, planSync, renderRestore, type NatState, type SyncPlan } from '../core/rules.js';
 import { debug } from '../log.js';
@@ -9,6 +9,7 @@ import type { Context } from './context.js';
 
 export type ObservedState = {
 	dockerNetworks: DockerNetwork[];
+	policies: Policy[];
 	networks: EgressNetwork[];
 	nat: NatState;
 };
@@ -22,8 +23,8 @@ export type SyncResult = ObservedState & {
 
 export async function observe(context: Context): Promise<ObservedState> {
 	const [docker, firewall] = await Promise.all([context.docker(), context.firewall()]);
-	const [dockerNetworks, host, nat] = await Promise.all([docker.listNetworks(), context.host(), firewall.readNat()]);
-	return { dockerNetworks, networks: egressNetworks(dockerNetworks, uplinkAddresses(host.addresses, dockerNetworks)), nat };
+	const [dockerNetworks, host, nat, policies] = await Promise.all([docker.listNetworks(), context.host(), firewall.readNat(), context.policies.read()]);
+	return { dockerNetworks, policies, networks: egressNetworks(dockerNetworks, uplinkAddresses(host.addresses, dockerNetworks), policies), nat };
 }
 
 export type ReconcileOptions = {

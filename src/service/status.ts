@@ -19,13 +19,14 @@ export type EgressView = {
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const docker = await context.docker();
 	const local = isLocalEndpoint(context.endpoint);
-	const [dockerNetworks, containers, host, nat] = await Promise.all([
+	const [dockerNetworks, containers, host, nat, policies] = await Promise.all([
 		docker.listNetworks(),
 		docker.containersOnNetworks(),
 		local ? context.host() : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
+		local ? context.policies.read() : [],
 	]);
-	const networks = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, host && uplinkAddresses(host.addresses, dockerNetworks));
+	const networks = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, host && uplinkAddresses(host.addresses, dockerNetworks), policies);
 	return networks.map((network) => ({
 		network,
 		status: network.problem ? 'invalid' : nat ? (isRuleActive(network, nat) ? 'active' : 'missing') : 'unknown',

@@ -1,0 +1,225 @@
+// The controller behind `docker egress watch`. It never acts on one event alone: every trigger
+// (start, a burst of Docker network events, drift found by the periodic check, the daemon coming
+// back) runs the same full reconcile as `sync`. Triggers are coalesced, and reconciles never
+// overlap. The periodic drift check only reads the nat table and compares it with the chain the
+// last reconcile wrote; it rewrites nothing when nothing changed. While the daemon is away, drift
+// is repaired from that last chain, so a firewall reload cannot cost egress during an outage.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DockerClient } from '../adapters/docker.js';
+import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
+import { planSync, renderRestore, type SnatRule, type SyncPlan } from '../core/rules.js';
+import { DaemonUnreachableError, reason } from '../errors.js';
+import type { Context } from './context.js';
+import type { Logger } from './logger.js';
+import { reconcile, type SyncResult } from './reconcile.js';
+
+export type WatchOptions = {
+	/** Drift check period, ms. */
+	intervalMs: number;
+	/** Quiet time that ends a burst of events, ms. */
+	debounceMs?: number;
+	/** Backoff cap while the daemon is away, ms. */
+	maxBackoffMs?: number;
+};
+
+type Trigger = 'start' | 'events' | 'drift' | 'daemon-back';
+
+export class Watcher {
+	private desired: SnatRule[] | undefined;
+	private client: DockerClient | undefined;
+	private daemonLost = false;
+	private readonly skipped = new Map<string, string>();
+	private running: Promise<void> | undefined;
+	private pending: Trigger | undefined;
+	private debounce: NodeJS.Timeout | undefined;
+
+	constructor(
+		private readonly context: Context,
+		private readonly log: Logger,
+		private readonly options: WatchOptions,
+	) {}
+
+	/** Runs until the context's signal aborts. */
+	async run(): Promise<void> {
+		const { signal } = this.context;
+		const drift = this.driftLoop();
+		let started = false;
+		let backoff = 250;
+		while (!signal.aborted) {
+			const connection = new AbortController();
+			const stop = () => {
+				connection.abort();
+			};
+
+			signal.addEventListener('abort', stop, { once: true });
+			try {
+				this.client = await DockerClient.connect(this.context.endpoint);
+				const events = this.client.networkEvents(connection.signal);
+				const first = events.next(); // subscribe before reconciling: no event falls in between
+				if (this.daemonLost) {
+					this.daemonLost = false;
+					this.log.info('daemon back', { endpoint: this.context.endpoint.host });
+				}
+
+				await this.reconcileNow(started ? 'daemon-back' : 'start');
+				if (!started) {
+					started = true;
+					this.log.info('watch started', { endpoint: this.context.endpoint.host, interval_s: this.options.intervalMs / 1000, networks: this.desired?.length ?? 0 });
+				}
+
+				backoff = 250;
+				for (let next = await first; !next.done; next = await events.next()) {
+					this.log.debug('docker event', { action: next.value.action, network: next.value.network });
+					this.request('events');
+				}
+			} catch (error) {
+				if (signal.aborted) {
+					break;
+				}
+
+				if (error instanceof DaemonUnreachableError) {
+					this.client = undefined;
+					if (!this.daemonLost) {
+						this.daemonLost = true;
+						this.log.warn('daemon lost', { endpoint: this.context.endpoint.host, error: reason(error), retry: 'with backoff up to 10 s' });
+					}
+				} else {
+					this.log.error('reconcile failed', { error: reason(error) });
+				}
+
+				await sleep(backoff, undefined, { signal }).catch(() => undefined);
+				backoff = Math.min(backoff * 2, this.options.maxBackoffMs ?? 10_000);
+			} finally {
+				signal.removeEventListener('abort', stop);
+				connection.abort();
+			}
+		}
+
+		clearTimeout(this.debounce);
+		await Promise.all([drift, this.running]);
+	}
+
+	/** Coalesces triggers: one reconcile after a burst, never two at once. */
+	private request(trigger: Trigger): void {
+		this.pending ??= trigger;
+		clearTimeout(this.debounce);
+		this.debounce = setTimeout(() => {
+			void this.drain();
+		}, this.options.debounceMs ?? 100);
+	}
+
+	private async drain(): Promise<void> {
+		if (this.running) {
+			return; // the running one drains again when it ends
+		}
+
+		while (this.pending && !this.context.signal.aborted) {
+			const trigger = this.pending;
+			this.pending = undefined;
+			this.running = this.reconcileNow(trigger).catch((error: unknown) => {
+				this.log.error('reconcile failed', { trigger, error: reason(error) });
+			});
+			await this.running;
+			this.running = undefined;
+		}
+	}
+
+	private async driftLoop(): Promise<void> {
+		const { signal } = this.context;
+		while (!signal.aborted) {
+			await sleep(this.options.intervalMs, undefined, { signal }).catch(() => undefined);
+			if (signal.aborted || !this.desired || this.running || this.pending) {
+				continue;
+			}
+
+			try {
+				const nat = await (await this.context.firewall()).readNat();
+				if (planSync(nat, this.desired).changed) {
+					this.pending = 'drift';
+					await this.drain();
+				}
+			} catch (error) {
+				this.log.error('drift check failed', { error: reason(error) });
+			}
+		}
+	}
+
+	private async reconcileNow(trigger: Trigger): Promise<void> {
+		const lock = await acquireLock(RULES_LOCK, { signal: this.context.signal, what: 'changing rules' });
+		try {
+			if (!this.client) {
+				await this.repairFromLastChain(trigger);
+				return;
+			}
+
+			const client = this.client;
+			let result: SyncResult;
+			try {
+				result = await reconcile({ ...this.context, docker: async () => client });
+			} catch (error) {
+				if (error instanceof DaemonUnreachableError) {
+					await this.repairFromLastChain(trigger);
+				}
+
+				throw error;
+			}
+
+			this.desired = result.plan.desired;
+			this.report(result.plan, trigger, result.applied);
+			this.reportSkipped(result);
+		} finally {
+			await lock.release();
+		}
+	}
+
+	/** The daemon is away: put back the chain we last wrote, if the firewall lost it. */
+	private async repairFromLastChain(trigger: Trigger): Promise<void> {
+		if (!this.desired) {
+			return;
+		}
+
+		const firewall = await this.context.firewall();
+		const plan = planSync(await firewall.readNat(), this.desired);
+		if (plan.changed) {
+			await firewall.restore(renderRestore(plan));
+			this.report(plan, trigger, true);
+		}
+	}
+
+	private report(plan: SyncPlan, trigger: Trigger, applied: boolean): void {
+		if (!applied) {
+			return;
+		}
+
+		for (const rule of plan.added) {
+			this.log.info('rule added', { network: rule.network, subnet: rule.subnet, source_ip: rule.sourceIp, bridge: rule.bridge, trigger });
+		}
+
+		for (const rule of plan.removed) {
+			this.log.info('rule removed', { network: rule.network, subnet: rule.subnet, source_ip: rule.sourceIp, trigger });
+		}
+
+		for (const line of plan.foreign) {
+			this.log.info('foreign rule removed', { rule: line, trigger });
+		}
+
+		if (plan.jumpRepair) {
+			this.log.info('jump repaired', { chain: 'DOCKER-EGRESS', trigger });
+		}
+	}
+
+	/** Each invalid network is logged once per problem, not on every reconcile. */
+	private reportSkipped(result: SyncResult): void {
+		const now = new Map(result.networks.filter((network) => network.problem).map((network) => [network.name, network.problem!]));
+		for (const [network, problem] of now) {
+			if (this.skipped.get(network) !== problem) {
+				this.log.warn('network skipped', { network, problem });
+			}
+		}
+
+		this.skipped.clear();
+		for (const [network, problem] of now) {
+			this.skipped.set(network, problem);
+		}
+	}
+}
