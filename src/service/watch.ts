@@ -16,8 +16,10 @@ import { reconcile, type SyncResult } from './reconcile.js';
 export type WatchOptions = {
 	/** Drift check period, ms. */
 	intervalMs: number;
-	/** Quiet time that ends a burst of events, ms. */
+	/** Quiet time that ends a burst of events, ms (default 100). */
 	debounceMs?: number;
+	/** Longest a trigger waits while events keep coming, ms (default 500). */
+	maxDelayMs?: number;
 	/** Backoff cap while the daemon is away, ms. */
 	maxBackoffMs?: number;
 };
@@ -32,6 +34,8 @@ export class Watcher {
 	private running: Promise<void> | undefined;
 	private pending: Trigger | undefined;
 	private debounce: NodeJS.Timeout | undefined;
+	private firstRequestAt = 0;
+	private lastEventReconcileAt = 0;
 
 	constructor(
 		private readonly context: Context,
@@ -99,13 +103,27 @@ export class Watcher {
 		await Promise.all([drift, this.running]);
 	}
 
-	/** Coalesces triggers: one reconcile after a burst, never two at once. */
+	/**
+	 * Coalesces triggers, and never runs two reconciles at once. A lone event is acted on after
+	 * 100 ms of quiet (at most 500 ms while events keep coming). Within a burst — an event-driven
+	 * reconcile ended less than a second ago — the window grows to 400 ms of quiet (at most 1 s),
+	 * since Docker creates networks one at a time and a burst of 50 reaches us over seconds.
+	 */
 	private request(trigger: Trigger): void {
-		this.pending ??= trigger;
+		const now = Date.now();
+		if (!this.pending) {
+			this.pending = trigger;
+			this.firstRequestAt = now;
+		}
+
+		const inBurst = now - this.lastEventReconcileAt < 1000;
+		const quiet = (this.options.debounceMs ?? 100) * (inBurst ? 4 : 1);
+		const longest = (this.options.maxDelayMs ?? 500) * (inBurst ? 2 : 1);
+		const due = Math.min(now + quiet, this.firstRequestAt + longest);
 		clearTimeout(this.debounce);
 		this.debounce = setTimeout(() => {
 			void this.drain();
-		}, this.options.debounceMs ?? 100);
+		}, Math.max(0, due - now));
 	}
 
 	private async drain(): Promise<void> {
@@ -121,6 +139,9 @@ export class Watcher {
 			});
 			await this.running;
 			this.running = undefined;
+			if (trigger === 'events') {
+				this.lastEventReconcileAt = Date.now();
+			}
 		}
 	}
 
@@ -165,6 +186,7 @@ export class Watcher {
 			}
 
 			this.desired = result.plan.desired;
+			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.length });
 			this.report(result.plan, trigger, result.applied);
 			this.reportSkipped(result);
 		} finally {
