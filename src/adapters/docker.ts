@@ -83,6 +83,53 @@ export class DockerClient {
 	}
 
 	/**
+	 * Runs a throwaway container on `network` until it exits or `timeoutMs` passes, and returns
+	 * its output. The container is always removed, whatever happens.
+	 */
+	async runThrowaway(spec: { image: string; network: string; cmd: string[]; env: string[]; timeoutMs: number }): Promise<{ output: string; exitCode: number | undefined; timedOut: boolean }> {
+		await this.ensureImage(spec.image);
+		const container = await this.call('create container', async () =>
+			this.api.createContainer({
+				Image: spec.image,
+				Cmd: spec.cmd,
+				Env: spec.env,
+				Tty: true,
+				Labels: { 'docker-egress.verify': 'true' },
+				HostConfig: { NetworkMode: spec.network },
+			}),
+		);
+		try {
+			await this.call('start container', async () => container.start());
+			let timer: NodeJS.Timeout | undefined;
+			const timeout = new Promise<'timeout'>((resolve) => {
+				timer = setTimeout(() => resolve('timeout'), spec.timeoutMs);
+			});
+			const waited = await Promise.race([this.call('wait container', async () => container.wait() as Promise<{ StatusCode: number }>), timeout]);
+			clearTimeout(timer);
+			const logs = await this.call('container logs', async () => container.logs({ stdout: true, stderr: true, follow: false }));
+			const output = Buffer.isBuffer(logs) ? logs.toString('utf8') : String(logs);
+			return waited === 'timeout' ? { output, exitCode: undefined, timedOut: true } : { output, exitCode: waited.StatusCode, timedOut: false };
+		} finally {
+			await this.call('remove container', async () => container.remove({ force: true })).catch(() => undefined);
+		}
+	}
+
+	private async ensureImage(image: string): Promise<void> {
+		try {
+			await this.call('inspect image', async () => this.api.getImage(image).inspect());
+		} catch (error) {
+			if (!(error instanceof DockerApiError && error.statusCode === 404)) {
+				throw error;
+			}
+
+			const stream = await this.call('pull image', async () => this.api.pull(image));
+			await new Promise<void>((resolve, reject) => {
+				this.api.modem.followProgress(stream, (pullError: Error | null) => (pullError ? reject(this.mapError(pullError)) : resolve()));
+			});
+		}
+	}
+
+	/**
 	 * Network events (create, destroy, connect, disconnect) as they happen. The iterator ends when
 	 * the daemon closes the stream (it went away) and throws DaemonUnreachableError then; `signal`
 	 * ends it quietly.

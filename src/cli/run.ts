@@ -44,6 +44,7 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 		.command('watch', 'Keep every egress rule right: reconcile on Docker events and heal drift (runs until stopped)', commands.watchBuilder, bind(commands.runWatch))
 		.command('set <network>', 'Set the egress source IP of a network docker egress did not create (a policy)', commands.setBuilder, bind(commands.runSet))
 		.command('unset <network>', 'Remove the egress policy of a network', commands.unsetBuilder, bind(commands.runUnset))
+		.command('verify <network>', 'Check from a throwaway container which address the network really egresses from', commands.verifyBuilder, bind(commands.runVerify))
 		.command('version', 'Show the plugin, Docker API and iptables versions', commands.versionBuilder, bind(commands.runVersion))
 		.option('state-dir', { type: 'string', global: true, describe: 'Where policies are kept (default $DOCKER_EGRESS_STATE_DIR or /var/lib/docker-egress)', requiresArg: true })
 		.demandCommand(1, 'docker egress needs a command; see docker egress --help')

@@ -6,3 +6,4 @@ export { runSync, syncBuilder } from './sync.js';
 export { runVersion, versionBuilder } from './version.js';
 export { runSet, runUnset, setBuilder, unsetBuilder } from './set.js';
 export { runWatch, watchBuilder } from './watch.js';
+export { runVerify, verifyBuilder } from './verify.js';
