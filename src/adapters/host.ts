@@ -1,21 +1,27 @@
 // The host's addresses, routes and interfaces, read with `ip -j` (iproute2's JSON output).
 import type { HostAddress } from '../core/network.js';
+import type { Link, MainRoute } from '../core/routing.js';
 import { runCommand } from './run.js';
 
 export type HostRoute = { destination: string; interface: string };
 
 export type HostFacts = {
 	addresses: HostAddress[];
+	/** Main-table IPv4 routes other than the default, for overlap checks. */
 	routes: HostRoute[];
+	/** Every main-table IPv4 route, default included, with gateways: for policy routing. */
+	mainRoutes: MainRoute[];
 	interfaces: string[];
+	links: Link[];
 };
 
 type IpAddrJson = Array<{
 	ifname: string;
+	ifindex?: number;
 	addr_info?: Array<{ family: string; local?: string; prefixlen?: number }>;
 }>;
 
-type IpRouteJson = Array<{ dst: string; dev?: string }>;
+type IpRouteJson = Array<{ dst: string; dev?: string; gateway?: string; metric?: number }>;
 
 export async function readHostFacts(): Promise<HostFacts> {
 	const [addrText, routeText] = await Promise.all([runCommand('ip', ['-j', 'addr', 'show']), runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'main'])]);
@@ -35,6 +41,13 @@ export function parseHostFacts(addrText: string, routeText: string): HostFacts {
 	return {
 		addresses,
 		routes: routes.filter((route) => route.dst !== 'default').map((route) => ({ destination: route.dst, interface: route.dev ?? '' })),
+		mainRoutes: routes.map((route) => ({
+			destination: route.dst,
+			interface: route.dev ?? '',
+			...(route.gateway ? { gateway: route.gateway } : {}),
+			...(route.metric === undefined ? {} : { metric: route.metric }),
+		})),
 		interfaces: links.map((link) => link.ifname),
+		links: links.map((link) => ({ interface: link.ifname, index: link.ifindex ?? 0 })),
 	};
 }

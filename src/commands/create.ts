@@ -22,6 +22,7 @@ export function createBuilder(yargs: Argv): Argv {
 		.option('subnet', { type: 'string', describe: 'IPv4 subnet in CIDR form (default: Docker picks one)', requiresArg: true })
 		.option('gateway', { type: 'string', describe: 'Gateway of the subnet', requiresArg: true })
 		.option('ip-range', { type: 'string', describe: 'Allocate container IPs from this sub-range', requiresArg: true })
+		.option('via', { type: 'string', describe: 'Gateway of the source IP\'s uplink, if it is not the default route\'s and not in the main table', requiresArg: true })
 		.option('bridge-name', { type: 'string', describe: 'Linux bridge name (default: the network name when it fits, 15 bytes)', requiresArg: true })
 		.option('label', { type: 'string', array: true, default: [], describe: 'Network label key=value', requiresArg: true })
 		.option('opt', { type: 'string', array: true, default: [], describe: 'Driver option key=value', requiresArg: true })

@@ -56,6 +56,7 @@ export function inspectObject(view: EgressView): Record<string, unknown> {
 		Via: network.via,
 		Bridge: network.bridge,
 		Masquerade: network.masquerade,
+		Uplink: network.uplink ? { Interface: network.uplink.interface, Gateway: network.uplink.gateway, Table: network.uplink.table, RpFilter: view.rpFilter ?? null } : null,
 		Status: view.status,
 		...(network.problem ? { Problem: network.problem } : {}),
 		Rules: view.rules,

@@ -14,6 +14,7 @@ const columns: Columns = [
 	{ field: 'SourceIP', header: 'SOURCE IP' },
 	{ field: 'Bridge', header: 'BRIDGE' },
 	{ field: 'Via', header: 'VIA' },
+	{ field: 'Route', header: 'ROUTE' },
 	{ field: 'Status', header: 'STATUS' },
 	{ field: 'Containers', header: 'CONTAINERS' },
 ];
@@ -63,6 +64,7 @@ export function lsRow(view: EgressView, noTrunc = false): Row {
 		SourceIP: network.sourceIp,
 		Bridge: network.bridge,
 		Via: network.via,
+		Route: network.uplink ? `${network.uplink.interface} via ${network.uplink.gateway}` : 'main',
 		Status: view.status,
 		Containers: view.containers.length,
 		Masquerade: network.masquerade,

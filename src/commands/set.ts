@@ -6,6 +6,7 @@ import type { Argv } from 'yargs';
 import { forgetFlows } from '../adapters/conntrack.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { parseIpv4Cidr, cidrContains } from '../core/address.js';
+import { uplinkFor } from '../core/routing.js';
 import { SOURCE_IP_LABEL, isEgressNetwork, sourceIpProblem, toEgressNetwork, uplinkAddresses, type DockerNetwork, type Policy } from '../core/network.js';
 import { ValidationError, reason } from '../errors.js';
 import { info, warn } from '../log.js';
@@ -13,13 +14,14 @@ import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
 import { failsOpenWarning } from './ls.js';
 
-export type SetOptions = { network: string; sourceIp: string };
+export type SetOptions = { network: string; sourceIp: string; via?: string };
 export type UnsetOptions = { network: string };
 
 export function setBuilder(yargs: Argv): Argv {
 	return yargs
 		.positional('network', { type: 'string', describe: 'Network name (it need not exist yet)', demandOption: true })
-		.option('source-ip', { type: 'string', describe: 'Address of this host that the network egresses from', demandOption: true, requiresArg: true });
+		.option('source-ip', { type: 'string', describe: 'Address of this host that the network egresses from', demandOption: true, requiresArg: true })
+		.option('via', { type: 'string', describe: 'Gateway of the source IP\'s uplink, if it is not the default route\'s and not in the main table', requiresArg: true });
 }
 
 export function unsetBuilder(yargs: Argv): Argv {
@@ -48,7 +50,7 @@ export async function runSet(options: SetOptions, context: Context): Promise<voi
 			}
 		}
 
-		return [...policies.filter((policy) => policy.network !== options.network), { network: options.network, sourceIp: options.sourceIp }];
+		return [...policies.filter((policy) => policy.network !== options.network), { network: options.network, sourceIp: options.sourceIp, ...(options.via ? { via: options.via } : {}) }];
 	});
 }
 
@@ -75,9 +77,15 @@ async function changePolicy(context: Context, name: string, change: Change): Pro
 		const old = before.find((policy) => policy.network === name);
 		const now = after.find((policy) => policy.network === name);
 		if (now) {
-			const problem = sourceIpProblem(now.sourceIp, uplinkAddresses(host.addresses, networks));
+			const addresses = uplinkAddresses(host.addresses, networks);
+			const problem = sourceIpProblem(now.sourceIp, addresses);
 			if (problem) {
 				throw new ValidationError(`--source-ip: ${problem}`);
+			}
+
+			const uplink = uplinkFor({ sourceIp: now.sourceIp, ...(now.via ? { gateway: now.via } : {}) }, { addresses, routes: host.mainRoutes, links: host.links });
+			if (uplink && 'problem' in uplink) {
+				throw new ValidationError(uplink.problem);
 			}
 		}
 

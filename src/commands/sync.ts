@@ -30,6 +30,10 @@ export async function runSync(options: SyncOptions, context: Context): Promise<v
 		context.out(describeRestore(result.restoreCommand, result.restoreInput));
 	}
 
+	if (options.dryRun && result.routingCommands.length > 0) {
+		context.out(describeRouting(result.routingCommands));
+	}
+
 	const invalid = result.networks.filter((network) => network.problem).length;
 	if (invalid > 0) {
 		throw new PartialSyncError(invalid);
@@ -58,11 +62,19 @@ export function syncReport(result: SyncResult, dryRun: boolean): string[] {
 		lines.push(`${verb('repaired', 'repair').padEnd(10)}jump to DOCKER-EGRESS at the top of nat POSTROUTING`);
 	}
 
+	for (const args of result.routingCommands) {
+		lines.push(`${verb('routing', 'routing').padEnd(10)}ip ${args.join(' ')}`);
+	}
+
 	const removed = plan.removed.length + plan.foreign.length;
 	lines.push(
 		`${dryRun ? 'sync --dry-run' : 'sync'}: ${plan.added.length} ${verb('added', 'to add')}, ${removed} ${verb('removed', 'to remove')}, ${plan.unchanged.length} unchanged${plan.changed ? '' : ' (nothing to change)'}`,
 	);
 	return lines;
+}
+
+export function describeRouting(commands: string[][]): string {
+	return commands.map((args) => `# ip ${args.join(' ')}`).join('\n');
 }
 
 export function describeRestore(command: string[], input: string): string {

@@ -4,7 +4,8 @@
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { cidrContains, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, type Cidr } from './address.js';
-import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, bridgeName, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
+import { uplinkFor, type Link, type MainRoute } from './routing.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, VIA_LABEL, bridgeName, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
 
 export type CreateRequest = {
 	network: string;
@@ -13,6 +14,8 @@ export type CreateRequest = {
 	gateway?: string;
 	ipRange?: string;
 	bridgeName?: string;
+	/** Gateway of the source IP's uplink, when it is not the default route's and not in the main table. */
+	via?: string;
 	labels: string[];
 	opts: string[];
 };
@@ -24,6 +27,7 @@ export type CreatePlan = {
 	subnet?: Cidr;
 	gateway?: string;
 	ipRange?: string;
+	via?: string;
 	labels: Record<string, string>;
 	options: Record<string, string>;
 };
@@ -49,6 +53,10 @@ export function planCreate(request: CreateRequest): CreatePlan {
 
 	if ((request.gateway !== undefined || request.ipRange !== undefined) && !subnet) {
 		throw new ValidationError('--gateway and --ip-range need --subnet');
+	}
+
+	if (request.via !== undefined && !parseIpv4Cidr(`${request.via}/32`)) {
+		throw new ValidationError(`invalid --via ${JSON.stringify(request.via)}: not an IPv4 address`);
 	}
 
 	if (request.gateway !== undefined && subnet) {
@@ -79,7 +87,8 @@ export function planCreate(request: CreateRequest): CreatePlan {
 		...(subnet ? { subnet } : {}),
 		...(request.gateway === undefined ? {} : { gateway: request.gateway }),
 		...(request.ipRange === undefined ? {} : { ipRange: parseIpv4Cidr(request.ipRange)!.text }),
-		labels: { ...labels, [SOURCE_IP_LABEL]: request.sourceIp },
+		labels: { ...labels, [SOURCE_IP_LABEL]: request.sourceIp, ...(request.via === undefined ? {} : { [VIA_LABEL]: request.via }) },
+		...(request.via === undefined ? {} : { via: request.via }),
 		options: { ...options, [BRIDGE_NAME_OPTION]: bridge, [MASQUERADE_OPTION]: 'false' },
 	};
 }
@@ -191,14 +200,22 @@ export function derivedBridgeName(network: string): string {
 export type HostView = {
 	addresses: HostAddress[];
 	routes: Array<{ destination: string; interface: string }>;
+	mainRoutes: MainRoute[];
 	interfaces: string[];
+	links: Link[];
 };
 
 /** Checks the plan against the host and Docker; returns warnings, throws on a conflict. */
 export function checkAgainstHost(plan: CreatePlan, host: HostView, networks: DockerNetwork[]): string[] {
-	const sourceProblem = sourceIpProblem(plan.sourceIp, uplinkAddresses(host.addresses, networks));
+	const addresses = uplinkAddresses(host.addresses, networks);
+	const sourceProblem = sourceIpProblem(plan.sourceIp, addresses);
 	if (sourceProblem) {
 		throw new ValidationError(`--source-ip: ${sourceProblem}`);
+	}
+
+	const uplink = uplinkFor({ sourceIp: plan.sourceIp, ...(plan.via ? { gateway: plan.via } : {}) }, { addresses, routes: host.mainRoutes, links: host.links });
+	if (uplink && 'problem' in uplink) {
+		throw new ValidationError(uplink.problem);
 	}
 
 	if (networks.some((network) => network.name === plan.network)) {

@@ -3,6 +3,8 @@
 import { addressFamily, cidrContains, parseIpv4Cidr, unusableIpv4Reason } from './address.js';
 
 export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
+/** Optional: the gateway of the source IP's uplink, when it cannot be found in the main table. */
+export const VIA_LABEL = 'docker-egress.via';
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const MASQUERADE_OPTION = 'com.docker.network.bridge.enable_ip_masquerade';
 
@@ -25,7 +27,7 @@ export type HostAddress = {
 };
 
 /** An egress source IP for a network docker egress did not create, by network name. */
-export type Policy = { network: string; sourceIp: string };
+export type Policy = { network: string; sourceIp: string; via?: string };
 
 export type EgressNetwork = {
 	id: string;
@@ -39,6 +41,10 @@ export type EgressNetwork = {
 	sourceIp: string;
 	/** Whether Docker's own MASQUERADE is on for it (it then fails open without our rule). */
 	masquerade: boolean;
+	/** Gateway asked for (label docker-egress.via or the policy's via). */
+	gateway?: string;
+	/** Set by attachUplinks: the uplink table its subnet is routed through, when not the main one. */
+	uplink?: { interface: string; table: number; gateway: string; connected: string };
 	/** Why no rule can be made for it; undefined when the network is valid. */
 	problem?: string;
 };
@@ -80,6 +86,11 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 		sourceIp,
 		masquerade: network.options[MASQUERADE_OPTION] !== 'false',
 	};
+	const gateway = labelled ? network.labels[VIA_LABEL] : policy?.via;
+	if (gateway) {
+		egress.gateway = gateway;
+	}
+
 	const problem = networkProblem(network, egress, hostAddresses);
 	return problem ? { ...egress, problem } : egress;
 }

@@ -5,6 +5,8 @@ import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
 import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules, isRuleActive, ruleText } from '../core/rules.js';
+import { readRouting, rpFilter } from '../adapters/routing.js';
+import { attachUplinks, isRoutingActive } from '../core/routing.js';
 import type { Context } from './context.js';
 
 export type RuleStatus = 'active' | 'missing' | 'invalid' | 'unknown';
@@ -14,22 +16,35 @@ export type EgressView = {
 	status: RuleStatus;
 	rules: string[];
 	containers: ContainerOnNetwork[];
+	/** rp_filter of the uplink, for networks routed through one (1 strict, 2 loose, 0 off). */
+	rpFilter?: number;
 };
 
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const docker = await context.docker();
 	const local = isLocalEndpoint(context.endpoint);
-	const [dockerNetworks, containers, host, nat, policies] = await Promise.all([
+	const [dockerNetworks, containers, host, nat, policies, routing] = await Promise.all([
 		docker.listNetworks(),
 		docker.containersOnNetworks(),
 		local ? context.host() : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
 		local ? context.policies.read() : [],
+		local ? readRouting() : undefined,
 	]);
-	const networks = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, host && uplinkAddresses(host.addresses, dockerNetworks), policies);
+	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
+	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies);
+	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
+	const rpFilters = new Map<string, number | undefined>();
+	for (const network of networks) {
+		if (network.uplink && !rpFilters.has(network.uplink.interface)) {
+			rpFilters.set(network.uplink.interface, await rpFilter(network.uplink.interface));
+		}
+	}
+
 	return networks.map((network) => ({
+		...(network.uplink && rpFilters.get(network.uplink.interface) !== undefined ? { rpFilter: rpFilters.get(network.uplink.interface)! } : {}),
 		network,
-		status: network.problem ? 'invalid' : nat ? (isRuleActive(network, nat) ? 'active' : 'missing') : 'unknown',
+		status: network.problem ? 'invalid' : nat && routing ? (isRuleActive(network, nat) && isRoutingActive(network, routing) ? 'active' : 'missing') : 'unknown',
 		rules: desiredRules([network]).map((rule) => ruleText(rule)),
 		containers: containers.filter((container) => container.networkId === network.id),
 	}));

@@ -7,6 +7,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DockerClient } from '../adapters/docker.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
+import { applyRouting, readRouting } from '../adapters/routing.js';
+import { desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingPlan } from '../core/routing.js';
 import { planSync, renderRestore, type SnatRule, type SyncPlan } from '../core/rules.js';
 import { DaemonUnreachableError, reason } from '../errors.js';
 import type { Context } from './context.js';
@@ -28,6 +30,7 @@ type Trigger = 'start' | 'events' | 'drift' | 'daemon-back';
 
 export class Watcher {
 	private desired: SnatRule[] | undefined;
+	private desiredRoutes: RoutingPlan | undefined;
 	private client: DockerClient | undefined;
 	private daemonLost = false;
 	private readonly skipped = new Map<string, string>();
@@ -154,8 +157,8 @@ export class Watcher {
 			}
 
 			try {
-				const nat = await (await this.context.firewall()).readNat();
-				if (planSync(nat, this.desired).changed) {
+				const [nat, routing] = await Promise.all([(await this.context.firewall()).readNat(), readRouting()]);
+				if (planSync(nat, this.desired).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
 					this.pending = 'drift';
 					await this.drain();
 				}
@@ -186,8 +189,10 @@ export class Watcher {
 			}
 
 			this.desired = result.plan.desired;
+			this.desiredRoutes = desiredRouting(result.networks);
 			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.length });
 			this.report(result.plan, trigger, result.applied);
+			this.reportRouting(result.routingCommands, trigger, result.applied);
 			this.reportSkipped(result);
 		} finally {
 			await lock.release();
@@ -205,6 +210,20 @@ export class Watcher {
 		if (plan.changed) {
 			await firewall.restore(renderRestore(plan));
 			this.report(plan, trigger, true);
+		}
+
+		const diff = diffRouting(await readRouting(), this.desiredRoutes ?? { rules: [], routes: [] });
+		if (!isEmptyDiff(diff)) {
+			await applyRouting(diff);
+			this.reportRouting(routingCommands(diff), trigger, true);
+		}
+	}
+
+	private reportRouting(commands: string[][], trigger: Trigger, applied: boolean): void {
+		if (applied) {
+			for (const args of commands) {
+				this.log.info('routing changed', { command: `ip ${args.join(' ')}`, trigger });
+			}
 		}
 	}
 

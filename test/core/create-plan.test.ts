@@ -57,7 +57,13 @@ const host: HostView = {
 		{ destination: '198.51.100.0/24', interface: 'eth0' },
 		{ destination: '172.17.0.0/16', interface: 'docker0' },
 	],
+	mainRoutes: [{ destination: 'default', gateway: '192.0.2.254', interface: 'eth0' }],
 	interfaces: ['lo', 'eth0', 'docker0'],
+	links: [
+		{ interface: 'lo', index: 1 },
+		{ interface: 'eth0', index: 2 },
+		{ interface: 'docker0', index: 3 },
+	],
 };
 
 const docker: DockerNetwork[] = [

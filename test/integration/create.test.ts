@@ -36,9 +36,9 @@ test.serial('ls shows every egress network with a live rule, in every format', a
 	const table = await sb.egress(['ls'], { viaCli: true });
 	t.is(table.exitCode, 0, table.stderr);
 	const lines = table.stdout.trim().split('\n');
-	t.regex(lines[0]!, /^ID\s+NAME\s+SUBNET\s+SOURCE IP\s+BRIDGE\s+STATUS\s+CONTAINERS$/);
-	t.regex(table.stdout, /z_custom_a\s+\S+\s+192\.0\.2\.11\s+z_custom_a\s+active\s+0/);
-	t.regex(table.stdout, /z_custom_b\s+10\.77\.0\.0\/24\s+192\.0\.2\.12\s+z_custom_b\s+active\s+0/);
+	t.regex(lines[0]!, /^ID\s+NAME\s+SUBNET\s+SOURCE IP\s+BRIDGE\s+VIA\s+ROUTE\s+STATUS\s+CONTAINERS$/);
+	t.regex(table.stdout, /z_custom_a\s+\S+\s+192\.0\.2\.11\s+z_custom_a\s+label\s+main\s+active\s+0/);
+	t.regex(table.stdout, /z_custom_b\s+10\.77\.0\.0\/24\s+192\.0\.2\.12\s+z_custom_b\s+label\s+main\s+active\s+0/);
 
 	const json = await sb.egress(['ls', '--format', 'json']);
 	const rows = json.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
@@ -113,7 +113,7 @@ test.serial('a network labelled by plain docker network create is an egress netw
 		'10.78.0.0/24',
 		'z_plain',
 	]);
-	t.regex((await sb.egress(['ls'])).stdout, /z_plain\s+10\.78\.0\.0\/24\s+192\.0\.2\.13\s+br-[0-9a-f]{12}\s+missing/);
+	t.regex((await sb.egress(['ls'])).stdout, /z_plain\s+10\.78\.0\.0\/24\s+192\.0\.2\.13\s+br-[0-9a-f]{12}\s+label\s+main\s+missing/);
 	const sync = await sb.egress(['sync']);
 	t.is(sync.exitCode, 0, sync.stderr);
 	t.regex(sync.stdout, /added\s+z_plain\s+10\.78\.0\.0\/24 -> 192\.0\.2\.13/);

@@ -1,0 +1,179 @@
+// Policy routing for source IPs on an uplink that the default route does not use. SNAT alone
+// would send such packets out of the default uplink with an address its provider does not own,
+// and anti-spoofing routers (BCP 38) drop them. For each such network we route its subnet
+// through a table of our own that holds that uplink's real routes. Pure: facts come in as values.
+import { cidrContains, parseIpv4Cidr } from './address.js';
+import type { EgressNetwork, HostAddress } from './network.js';
+
+/** Routes and rules we own carry this protocol number (see /etc/iproute2/rt_protos). */
+export const ROUTE_PROTOCOL = 211;
+/** `from SUBNET lookup main suppress_prefixlength 0`: the host's own routes, but not its default. */
+export const RULE_PRIORITY_MAIN = 10_000;
+/** `from SUBNET lookup TABLE`: then the uplink's table. */
+export const RULE_PRIORITY_UPLINK = 10_001;
+/** Table of an uplink: TABLE_BASE + the interface's index. */
+export const TABLE_BASE = 20_000;
+
+export type MainRoute = { destination: string; gateway?: string; interface: string; metric?: number };
+export type Link = { interface: string; index: number };
+
+export type RoutingFacts = {
+	addresses: HostAddress[];
+	/** Main-table routes, default included. */
+	routes: MainRoute[];
+	links: Link[];
+};
+
+export type PolicyRule = { from: string; priority: number; table: number | 'main'; suppressPrefixLength?: number };
+export type TableRoute = { table: number; destination: string; gateway?: string; interface: string; source?: string };
+
+export type Uplink = { interface: string; table: number; gateway: string; connected: string };
+
+/**
+ * The uplink a network must be routed through, undefined when the main table already sends its
+ * traffic out of the right interface, or a problem when no gateway can be determined.
+ */
+export function uplinkFor(network: Pick<EgressNetwork, 'sourceIp' | 'gateway'>, facts: RoutingFacts): Uplink | { problem: string } | undefined {
+	const address = facts.addresses.find((candidate) => candidate.family === 'ipv4' && candidate.address === network.sourceIp);
+	if (!address) {
+		return undefined;
+	}
+
+	const defaults = facts.routes.filter((route) => route.destination === 'default');
+	if (defaults.length === 0 || defaults.some((route) => route.interface === address.interface)) {
+		return undefined;
+	}
+
+	const connected = parseIpv4Cidr(`${address.address}/${address.prefix}`)!;
+	const link = facts.links.find((candidate) => candidate.interface === address.interface);
+	if (!link) {
+		return { problem: `interface ${address.interface} of ${address.address} was not found` };
+	}
+
+	let gateway = network.gateway;
+	if (gateway !== undefined) {
+		if (!parseIpv4Cidr(`${gateway}/32`) || !cidrContains(connected, gateway)) {
+			return { problem: `gateway ${gateway} is not on ${connected.text}, the subnet of ${address.address} on ${address.interface}` };
+		}
+	} else {
+		const viaRoutes = facts.routes
+			.filter((route) => route.interface === address.interface && route.gateway && cidrContains(connected, route.gateway))
+			.sort((a, b) => Number(b.destination === 'default') - Number(a.destination === 'default') || (a.metric ?? 0) - (b.metric ?? 0));
+		gateway = viaRoutes[0]?.gateway;
+		if (!gateway) {
+			return {
+				problem: `${address.address} is on ${address.interface}, which the default route does not use, and no gateway on ${address.interface} is in the main table; give it with --via GATEWAY`,
+			};
+		}
+	}
+
+	return { interface: address.interface, table: TABLE_BASE + link.index, gateway, connected: connected.text };
+}
+
+/** Gives each valid network its uplink, or a problem when it needs one that cannot be found. */
+export function attachUplinks(networks: EgressNetwork[], facts: RoutingFacts): EgressNetwork[] {
+	return networks.map((network) => {
+		if (network.problem) {
+			return network;
+		}
+
+		const uplink = uplinkFor(network, facts);
+		if (uplink === undefined) {
+			return network;
+		}
+
+		return 'problem' in uplink ? { ...network, problem: uplink.problem } : { ...network, uplink };
+	});
+}
+
+export type RoutingPlan = { rules: PolicyRule[]; routes: TableRoute[] };
+
+/** What the kernel should hold for these networks (after attachUplinks). */
+export function desiredRouting(networks: EgressNetwork[]): RoutingPlan {
+	const entries = networks.flatMap((network) => (network.uplink && !network.problem ? [{ subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink }] : []));
+	const rules: PolicyRule[] = [];
+	const routes = new Map<string, TableRoute>();
+	for (const { subnets, sourceIp, uplink } of entries) {
+		for (const subnet of subnets) {
+			rules.push({ from: subnet, priority: RULE_PRIORITY_MAIN, table: 'main', suppressPrefixLength: 0 }, { from: subnet, priority: RULE_PRIORITY_UPLINK, table: uplink.table });
+		}
+
+		const connected: TableRoute = { table: uplink.table, destination: uplink.connected, interface: uplink.interface, source: sourceIp };
+		const defaultRoute: TableRoute = { table: uplink.table, destination: 'default', gateway: uplink.gateway, interface: uplink.interface };
+		routes.set(routeKey(connected), routes.get(routeKey(connected)) ?? connected);
+		routes.set(routeKey(defaultRoute), defaultRoute);
+	}
+
+	return { rules, routes: [...routes.values()] };
+}
+
+export function ruleKey(rule: PolicyRule): string {
+	return `${rule.priority} from ${rule.from} lookup ${rule.table}${rule.suppressPrefixLength === undefined ? '' : ` suppress_prefixlength ${rule.suppressPrefixLength}`}`;
+}
+
+export function routeKey(route: TableRoute): string {
+	return `table ${route.table} ${route.destination} dev ${route.interface}${route.gateway ? ` via ${route.gateway}` : ''}`;
+}
+
+export type RoutingDiff = { addRules: PolicyRule[]; deleteRules: PolicyRule[]; addRoutes: TableRoute[]; deleteRoutes: TableRoute[] };
+
+export function diffRouting(actual: RoutingPlan, desired: RoutingPlan): RoutingDiff {
+	const has = <T>(list: T[], key: (item: T) => string) => new Set(list.map(key));
+	const actualRules = has(actual.rules, ruleKey);
+	const desiredRules = has(desired.rules, ruleKey);
+	const actualRoutes = has(actual.routes, routeKey);
+	const desiredRoutes = has(desired.routes, routeKey);
+	return {
+		addRules: desired.rules.filter((rule) => !actualRules.has(ruleKey(rule))),
+		deleteRules: actual.rules.filter((rule) => !desiredRules.has(ruleKey(rule))),
+		addRoutes: desired.routes.filter((route) => !actualRoutes.has(routeKey(route))),
+		deleteRoutes: actual.routes.filter((route) => !desiredRoutes.has(routeKey(route))),
+	};
+}
+
+/** Whether the kernel holds every rule and route the network needs (trivially, if none). */
+export function isRoutingActive(network: EgressNetwork, actual: RoutingPlan): boolean {
+	const diff = diffRouting(actual, desiredRouting([network]));
+	return diff.addRules.length === 0 && diff.addRoutes.length === 0;
+}
+
+export function isEmptyDiff(diff: RoutingDiff): boolean {
+	return diff.addRules.length + diff.deleteRules.length + diff.addRoutes.length + diff.deleteRoutes.length === 0;
+}
+
+/** The `ip` argument vectors that carry a diff out: deletions first, then additions. */
+export function routingCommands(diff: RoutingDiff): string[][] {
+	const rule = (verb: string, r: PolicyRule) => [
+		'rule',
+		verb,
+		'from',
+		r.from,
+		'lookup',
+		String(r.table),
+		...(r.suppressPrefixLength === undefined ? [] : ['suppress_prefixlength', String(r.suppressPrefixLength)]),
+		'priority',
+		String(r.priority),
+		'protocol',
+		String(ROUTE_PROTOCOL),
+	];
+	const route = (verb: string, r: TableRoute) => [
+		'route',
+		verb,
+		r.destination,
+		...(r.gateway ? ['via', r.gateway] : []),
+		'dev',
+		r.interface,
+		...(r.source && verb !== 'del' ? ['src', r.source] : []),
+		'table',
+		String(r.table),
+		'protocol',
+		String(ROUTE_PROTOCOL),
+	];
+	return [
+		...diff.deleteRules.map((r) => rule('del', r)),
+		...diff.deleteRoutes.map((r) => route('del', r)),
+		// Connected routes before default routes: the gateway must be reachable in the table.
+		...[...diff.addRoutes].sort((a, b) => Number(a.destination === 'default') - Number(b.destination === 'default')).map((r) => route('replace', r)),
+		...diff.addRules.map((r) => rule('add', r)),
+	];
+}
