@@ -13,6 +13,7 @@ export type NetworkCreateBody = {
 	Name: string;
 	Driver: 'bridge';
 	Attachable: boolean;
+	EnableIPv6?: boolean;
 	CheckDuplicate: boolean;
 	Labels: Record<string, string>;
 	Options: Record<string, string>;

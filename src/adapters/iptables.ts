@@ -6,6 +6,7 @@ import { debug } from '../log.js';
 import { runCommand } from './run.js';
 
 export type Flavour = 'nft' | 'legacy';
+export type Family = 'ipv4' | 'ipv6';
 
 export class Firewall {
 	constructor(readonly flavour: Flavour) {}
@@ -34,17 +35,17 @@ export class Firewall {
 		return new Firewall(flavour);
 	}
 
-	async readNat(): Promise<NatState> {
-		return parseNatState(await readSave(this.flavour));
+	async readNat(family: Family = 'ipv4'): Promise<NatState> {
+		return parseNatState(await readSave(this.flavour, family));
 	}
 
 	/** The command line that applies restore input (shown by --dry-run). */
-	restoreCommand(): string[] {
-		return [`iptables-${this.flavour}-restore`, '-w', '--noflush'];
+	restoreCommand(family: Family = 'ipv4'): string[] {
+		return [`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${this.flavour}-restore`, '-w', '--noflush'];
 	}
 
-	async restore(input: string): Promise<void> {
-		const [file, ...args] = this.restoreCommand();
+	async restore(input: string, family: Family = 'ipv4'): Promise<void> {
+		const [file, ...args] = this.restoreCommand(family);
 		debug(`iptables-restore input:\n${input}`);
 		await runCommand(file!, args, input);
 	}
@@ -58,6 +59,6 @@ function legacyTablesInUse(): boolean {
 	}
 }
 
-async function readSave(flavour: Flavour): Promise<string> {
-	return runCommand(`iptables-${flavour}-save`, ['-t', 'nat']);
+async function readSave(flavour: Flavour, family: Family = 'ipv4'): Promise<string> {
+	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, ['-t', 'nat']);
 }

@@ -4,8 +4,8 @@
 import type { Argv } from 'yargs';
 import type { NetworkCreateBody } from '../adapters/docker.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
-import { checkAgainstHost, checkSubnetIsFree, planCreate, type CreatePlan, type CreateRequest } from '../core/create-plan.js';
-import { parseIpv4Cidr } from '../core/address.js';
+import { checkAgainstHost, checkSubnet6IsFree, checkSubnetIsFree, planCreate, type CreatePlan, type CreateRequest } from '../core/create-plan.js';
+import { parseIpv4Cidr, parseIpv6Cidr } from '../core/address.js';
 import { toEgressNetwork, uplinkAddresses, type EgressNetwork } from '../core/network.js';
 import { EgressError, ValidationError, reason } from '../errors.js';
 import { info, warn } from '../log.js';
@@ -22,6 +22,8 @@ export function createBuilder(yargs: Argv): Argv {
 		.option('subnet', { type: 'string', describe: 'IPv4 subnet in CIDR form (default: Docker picks one)', requiresArg: true })
 		.option('gateway', { type: 'string', describe: 'Gateway of the subnet', requiresArg: true })
 		.option('ip-range', { type: 'string', describe: 'Allocate container IPs from this sub-range', requiresArg: true })
+		.option('source-ipv6', { type: 'string', describe: 'Dual stack: address of this host that the network\'s IPv6 traffic egresses from', requiresArg: true })
+		.option('subnet6', { type: 'string', describe: 'IPv6 subnet of the network (with --source-ipv6)', requiresArg: true })
 		.option('via', { type: 'string', describe: 'Gateway of the source IP\'s uplink, if it is not the default route\'s and not in the main table', requiresArg: true })
 		.option('bridge-name', { type: 'string', describe: 'Linux bridge name (default: the network name when it fits, 15 bytes)', requiresArg: true })
 		.option('label', { type: 'string', array: true, default: [], describe: 'Network label key=value', requiresArg: true })
@@ -72,7 +74,13 @@ async function finishCreate(id: string, plan: CreatePlan, context: Context): Pro
 	if (!plan.subnet) {
 		// Docker chose the subnet: check it as we would have checked a given one.
 		for (const subnet of egress.subnets) {
-			checkSubnetIsFree(parseIpv4Cidr(subnet)!, { ...host, interfaces: host.interfaces }, networks, id);
+			checkSubnetIsFree(parseIpv4Cidr(subnet)!, host, networks, id);
+		}
+	}
+
+	if (plan.sourceIpv6 && !plan.subnet6) {
+		for (const subnet of egress.subnets6) {
+			checkSubnet6IsFree(parseIpv6Cidr(subnet)!, host, networks, id);
 		}
 	}
 
@@ -82,7 +90,8 @@ async function finishCreate(id: string, plan: CreatePlan, context: Context): Pro
 
 	const result = await reconcile(context);
 	const present = result.plan.desired.filter((rule) => rule.network === plan.network);
-	if (present.length !== egress.subnets.length) {
+	const present6 = result.plan6.desired.filter((rule) => rule.network === plan.network);
+	if (present.length !== egress.subnets.length || (plan.sourceIpv6 && present6.length !== egress.subnets6.length)) {
 		throw new EgressError(`the rule for ${plan.network} was not installed`);
 	}
 }
@@ -99,13 +108,15 @@ async function rollBack(id: string, name: string, context: Context): Promise<voi
 }
 
 export function createBody(plan: CreatePlan): NetworkCreateBody {
-	const config = plan.subnet
-		? [{ Subnet: plan.subnet.text, ...(plan.gateway ? { Gateway: plan.gateway } : {}), ...(plan.ipRange ? { IPRange: plan.ipRange } : {}) }]
-		: [];
+	const config = [
+		...(plan.subnet ? [{ Subnet: plan.subnet.text, ...(plan.gateway ? { Gateway: plan.gateway } : {}), ...(plan.ipRange ? { IPRange: plan.ipRange } : {}) }] : []),
+		...(plan.subnet6 ? [{ Subnet: plan.subnet6.text }] : []),
+	];
 	return {
 		Name: plan.network,
 		Driver: 'bridge',
 		Attachable: true,
+		...(plan.sourceIpv6 ? { EnableIPv6: true } : {}),
 		CheckDuplicate: true,
 		Labels: plan.labels,
 		Options: plan.options,
@@ -122,6 +133,8 @@ async function printDryRun(body: NetworkCreateBody, plan: CreatePlan, context: C
 		bridge: plan.bridge,
 		subnets: [plan.subnet?.text ?? '<subnet-docker-assigns>'],
 		sourceIp: plan.sourceIp,
+		subnets6: plan.sourceIpv6 ? [plan.subnet6?.text ?? '<subnet-docker-assigns>'] : [],
+		...(plan.sourceIpv6 ? { sourceIpv6: plan.sourceIpv6 } : {}),
 		masquerade: false,
 	};
 	const preview = await reconcile(context, { dryRun: true, extraNetworks: [planned] });

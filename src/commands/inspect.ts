@@ -53,6 +53,7 @@ export function inspectObject(view: EgressView): Record<string, unknown> {
 		ID: network.id,
 		Subnets: network.subnets,
 		SourceIP: network.sourceIp,
+		...(network.sourceIpv6 === undefined ? {} : { SourceIPv6: network.sourceIpv6, Subnets6: network.subnets6 }),
 		Via: network.via,
 		Bridge: network.bridge,
 		Masquerade: network.masquerade,

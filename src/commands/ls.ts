@@ -60,8 +60,8 @@ export function lsRow(view: EgressView, noTrunc = false): Row {
 	return {
 		ID: noTrunc ? network.id : network.id.slice(0, 12),
 		Name: network.name,
-		Subnet: network.subnets.join(',') || '-',
-		SourceIP: network.sourceIp,
+		Subnet: [...network.subnets, ...network.subnets6].join(',') || '-',
+		SourceIP: [network.sourceIp, ...(network.sourceIpv6 === undefined ? [] : [network.sourceIpv6])].join(','),
 		Bridge: network.bridge,
 		Via: network.via,
 		Route: network.uplink ? `${network.uplink.interface} via ${network.uplink.gateway}` : 'main',

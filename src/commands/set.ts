@@ -7,20 +7,21 @@ import { forgetFlows } from '../adapters/conntrack.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { parseIpv4Cidr, cidrContains } from '../core/address.js';
 import { uplinkFor } from '../core/routing.js';
-import { SOURCE_IP_LABEL, isEgressNetwork, sourceIpProblem, toEgressNetwork, uplinkAddresses, type DockerNetwork, type Policy } from '../core/network.js';
+import { SOURCE_IP_LABEL, isEgressNetwork, sourceIpProblem, sourceIpv6Problem, toEgressNetwork, uplinkAddresses, type DockerNetwork, type Policy } from '../core/network.js';
 import { ValidationError, reason } from '../errors.js';
 import { info, warn } from '../log.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
 import { failsOpenWarning } from './ls.js';
 
-export type SetOptions = { network: string; sourceIp: string; via?: string };
+export type SetOptions = { network: string; sourceIp: string; sourceIpv6?: string; via?: string };
 export type UnsetOptions = { network: string };
 
 export function setBuilder(yargs: Argv): Argv {
 	return yargs
 		.positional('network', { type: 'string', describe: 'Network name (it need not exist yet)', demandOption: true })
 		.option('source-ip', { type: 'string', describe: 'Address of this host that the network egresses from', demandOption: true, requiresArg: true })
+		.option('source-ipv6', { type: 'string', describe: 'Dual stack: the IPv6 egress source (the network needs IPv6)', requiresArg: true })
 		.option('via', { type: 'string', describe: 'Gateway of the source IP\'s uplink, if it is not the default route\'s and not in the main table', requiresArg: true });
 }
 
@@ -32,6 +33,11 @@ export async function runSet(options: SetOptions, context: Context): Promise<voi
 	const formatProblem = sourceIpProblem(options.sourceIp, undefined);
 	if (formatProblem) {
 		throw new ValidationError(`invalid --source-ip ${JSON.stringify(options.sourceIp)}: ${formatProblem}`);
+	}
+
+	const formatProblem6 = options.sourceIpv6 === undefined ? undefined : sourceIpv6Problem(options.sourceIpv6, undefined);
+	if (formatProblem6) {
+		throw new ValidationError(`invalid --source-ipv6 ${JSON.stringify(options.sourceIpv6)}: ${formatProblem6}`);
 	}
 
 	await changePolicy(context, options.network, (policies, network) => {
@@ -50,7 +56,7 @@ export async function runSet(options: SetOptions, context: Context): Promise<voi
 			}
 		}
 
-		return [...policies.filter((policy) => policy.network !== options.network), { network: options.network, sourceIp: options.sourceIp, ...(options.via ? { via: options.via } : {}) }];
+		return [...policies.filter((policy) => policy.network !== options.network), { network: options.network, sourceIp: options.sourceIp, ...(options.sourceIpv6 ? { sourceIpv6: options.sourceIpv6 } : {}), ...(options.via ? { via: options.via } : {}) }];
 	});
 }
 
@@ -81,6 +87,11 @@ async function changePolicy(context: Context, name: string, change: Change): Pro
 			const problem = sourceIpProblem(now.sourceIp, addresses);
 			if (problem) {
 				throw new ValidationError(`--source-ip: ${problem}`);
+			}
+
+			const problem6 = now.sourceIpv6 === undefined ? undefined : sourceIpv6Problem(now.sourceIpv6, addresses);
+			if (problem6) {
+				throw new ValidationError(`--source-ipv6: ${problem6}`);
 			}
 
 			const uplink = uplinkFor({ sourceIp: now.sourceIp, ...(now.via ? { gateway: now.via } : {}) }, { addresses, routes: host.mainRoutes, links: host.links });

@@ -1,7 +1,7 @@
 // docker egress sync: one reconcile, reported as added / removed / unchanged.
 import type { Argv } from 'yargs';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
-import type { SnatRule } from '../core/rules.js';
+import type { SnatRule, SyncPlan } from '../core/rules.js';
 import { PartialSyncError } from '../errors.js';
 import { warn } from '../log.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
@@ -30,6 +30,10 @@ export async function runSync(options: SyncOptions, context: Context): Promise<v
 		context.out(describeRestore(result.restoreCommand, result.restoreInput));
 	}
 
+	if (options.dryRun && result.plan6.changed) {
+		context.out(describeRestore(result.restoreCommand6, result.restoreInput6));
+	}
+
 	if (options.dryRun && result.routingCommands.length > 0) {
 		context.out(describeRouting(result.routingCommands));
 	}
@@ -49,7 +53,7 @@ export function reportInvalid(result: SyncResult): void {
 }
 
 export function syncReport(result: SyncResult, dryRun: boolean): string[] {
-	const { plan } = result;
+	const plan = mergePlans(result.plan, result.plan6);
 	const verb = (past: string, future: string) => (dryRun ? future : past);
 	const line = (what: string, rule: SnatRule) => `${what.padEnd(10)}${rule.network}  ${rule.subnet} -> ${rule.sourceIp} (bridge ${rule.bridge})`;
 	const lines = [
@@ -71,6 +75,19 @@ export function syncReport(result: SyncResult, dryRun: boolean): string[] {
 		`${dryRun ? 'sync --dry-run' : 'sync'}: ${plan.added.length} ${verb('added', 'to add')}, ${removed} ${verb('removed', 'to remove')}, ${plan.unchanged.length} unchanged${plan.changed ? '' : ' (nothing to change)'}`,
 	);
 	return lines;
+}
+
+/** Both families' plans as one, for reporting. */
+function mergePlans(plan: SyncPlan, plan6: SyncPlan): SyncPlan {
+	return {
+		...plan,
+		added: [...plan.added, ...plan6.added],
+		removed: [...plan.removed, ...plan6.removed],
+		unchanged: [...plan.unchanged, ...plan6.unchanged],
+		foreign: [...plan.foreign, ...plan6.foreign],
+		jumpRepair: plan.jumpRepair || plan6.jumpRepair,
+		changed: plan.changed || plan6.changed,
+	};
 }
 
 export function describeRouting(commands: string[][]): string {

@@ -99,3 +99,73 @@ export function unusableIpv4Reason(ip: string): string | undefined {
 
 	return undefined;
 }
+
+export type Cidr6 = {
+	/** Canonical (compressed) text, e.g. 2001:db8:1::/64. */
+	text: string;
+	prefix: number;
+	start: bigint;
+	end: bigint;
+	hostBitsSet: boolean;
+};
+
+/** Parses an IPv6 CIDR; undefined when it is not one. */
+export function parseIpv6Cidr(text: string): Cidr6 | undefined {
+	const [address, prefixText] = text.split('/');
+	if (address === undefined || prefixText === undefined || !/^\d{1,3}$/.test(prefixText) || !isIPv6(address) || Number(prefixText) > 128) {
+		return undefined;
+	}
+
+	if (!IPCIDR.isValidCIDR(text)) {
+		return undefined;
+	}
+
+	const cidr = new IPCIDR(text);
+	const start = cidr.start<bigint>({ type: 'bigInteger' });
+	const end = cidr.end<bigint>({ type: 'bigInteger' });
+	const startText = cidr.start<{ correctForm(): string }>({ type: 'addressObject' }).correctForm();
+	return { text: `${startText}/${prefixText}`, prefix: Number(prefixText), start, end, hostBitsSet: ipv6ToBigInt(address) !== start };
+}
+
+export function ipv6ToBigInt(ip: string): bigint {
+	return new IPCIDR(`${ip}/128`).start<bigint>({ type: 'bigInteger' });
+}
+
+export function canonicalIpv6(ip: string): string {
+	return IPCIDR.createAddress(ip).correctForm();
+}
+
+export function cidr6Contains(cidr: Cidr6, ip: string): boolean {
+	const n = ipv6ToBigInt(ip);
+	return n >= cidr.start && n <= cidr.end;
+}
+
+export function cidrs6Overlap(a: Cidr6, b: Cidr6): boolean {
+	return a.start <= b.end && b.start <= a.end;
+}
+
+/** Why an IPv6 address can never be an egress source, or undefined when it can be one. */
+export function unusableIpv6Reason(ip: string): string | undefined {
+	const inRange = (cidr: string) => cidr6Contains(parseIpv6Cidr(cidr)!, ip);
+	if (inRange('::/128')) {
+		return 'is the unspecified address';
+	}
+
+	if (inRange('::1/128')) {
+		return 'is the loopback address';
+	}
+
+	if (inRange('ff00::/8')) {
+		return 'is a multicast address';
+	}
+
+	if (inRange('fe80::/10')) {
+		return 'is a link-local address (it cannot be routed off the link)';
+	}
+
+	if (inRange('::ffff:0:0/96')) {
+		return 'is an IPv4-mapped address';
+	}
+
+	return undefined;
+}

@@ -3,9 +3,9 @@
 // host's addresses and routes and the networks Docker already has.
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../errors.js';
-import { cidrContains, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, type Cidr } from './address.js';
+import { canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, parseIpv6Cidr, unusableIpv6Reason, type Cidr, type Cidr6 } from './address.js';
 import { uplinkFor, type Link, type MainRoute } from './routing.js';
-import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, VIA_LABEL, bridgeName, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, VIA_LABEL, bridgeName, sourceIpv6Problem, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
 
 export type CreateRequest = {
 	network: string;
@@ -16,6 +16,9 @@ export type CreateRequest = {
 	bridgeName?: string;
 	/** Gateway of the source IP's uplink, when it is not the default route's and not in the main table. */
 	via?: string;
+	/** Dual stack: the IPv6 egress source, and optionally the network's IPv6 subnet. */
+	sourceIpv6?: string;
+	subnet6?: string;
 	labels: string[];
 	opts: string[];
 };
@@ -28,6 +31,8 @@ export type CreatePlan = {
 	gateway?: string;
 	ipRange?: string;
 	via?: string;
+	sourceIpv6?: string;
+	subnet6?: Cidr6;
 	labels: Record<string, string>;
 	options: Record<string, string>;
 };
@@ -53,6 +58,39 @@ export function planCreate(request: CreateRequest): CreatePlan {
 
 	if ((request.gateway !== undefined || request.ipRange !== undefined) && !subnet) {
 		throw new ValidationError('--gateway and --ip-range need --subnet');
+	}
+
+	let sourceIpv6: string | undefined;
+	let subnet6: Cidr6 | undefined;
+	if (request.subnet6 !== undefined && request.sourceIpv6 === undefined) {
+		throw new ValidationError('--subnet6 needs --source-ipv6');
+	}
+
+	if (request.sourceIpv6 !== undefined) {
+		const problem6 = sourceIpv6Problem(request.sourceIpv6, undefined);
+		if (problem6) {
+			throw new ValidationError(`invalid --source-ipv6 ${JSON.stringify(request.sourceIpv6)}: ${problem6}`);
+		}
+
+		sourceIpv6 = canonicalIpv6(request.sourceIpv6);
+		if (request.subnet6 !== undefined) {
+			subnet6 = parseIpv6Cidr(request.subnet6);
+			if (!subnet6) {
+				throw new ValidationError(`invalid --subnet6 ${JSON.stringify(request.subnet6)}: not an IPv6 CIDR such as 2001:db8:1::/64`);
+			}
+
+			if (subnet6.hostBitsSet) {
+				throw new ValidationError(`invalid --subnet6 ${request.subnet6}: host bits are set; did you mean ${subnet6.text}?`);
+			}
+
+			if (subnet6.prefix > 126) {
+				throw new ValidationError(`--subnet6 ${request.subnet6} is too small (use /126 or larger, /64 is usual)`);
+			}
+
+			if (cidr6Contains(subnet6, sourceIpv6)) {
+				throw new ValidationError(`--source-ipv6 ${sourceIpv6} is inside the network's own subnet ${subnet6.text}; use an address of the host outside it`);
+			}
+		}
 	}
 
 	if (request.via !== undefined && !parseIpv4Cidr(`${request.via}/32`)) {
@@ -87,8 +125,15 @@ export function planCreate(request: CreateRequest): CreatePlan {
 		...(subnet ? { subnet } : {}),
 		...(request.gateway === undefined ? {} : { gateway: request.gateway }),
 		...(request.ipRange === undefined ? {} : { ipRange: parseIpv4Cidr(request.ipRange)!.text }),
-		labels: { ...labels, [SOURCE_IP_LABEL]: request.sourceIp, ...(request.via === undefined ? {} : { [VIA_LABEL]: request.via }) },
+		labels: {
+			...labels,
+			[SOURCE_IP_LABEL]: request.sourceIp,
+			...(request.via === undefined ? {} : { [VIA_LABEL]: request.via }),
+			...(sourceIpv6 === undefined ? {} : { [SOURCE_IPV6_LABEL]: sourceIpv6 }),
+		},
 		...(request.via === undefined ? {} : { via: request.via }),
+		...(sourceIpv6 === undefined ? {} : { sourceIpv6 }),
+		...(subnet6 === undefined ? {} : { subnet6 }),
 		options: { ...options, [BRIDGE_NAME_OPTION]: bridge, [MASQUERADE_OPTION]: 'false' },
 	};
 }
@@ -235,6 +280,17 @@ export function checkAgainstHost(plan: CreatePlan, host: HostView, networks: Doc
 		checkSubnetIsFree(plan.subnet, host, networks);
 	}
 
+	if (plan.sourceIpv6 !== undefined) {
+		const problem6 = sourceIpv6Problem(plan.sourceIpv6, addresses);
+		if (problem6) {
+			throw new ValidationError(`--source-ipv6: ${problem6}`);
+		}
+	}
+
+	if (plan.subnet6) {
+		checkSubnet6IsFree(plan.subnet6, host, networks);
+	}
+
 	return defaultRouteWarnings(plan.network, networks);
 }
 
@@ -264,6 +320,25 @@ export function checkSubnetIsFree(subnet: Cidr, host: HostView, networks: Docker
 		const destination = parseIpv4Cidr(route.destination.includes('/') ? route.destination : `${route.destination}/32`);
 		if (destination && destination.prefix > 0 && cidrsOverlap(subnet, destination) && !dockerBridges.has(route.interface)) {
 			throw new ValidationError(`subnet ${subnet.text} overlaps the host route ${route.destination} via ${route.interface || 'unknown device'}`);
+		}
+	}
+}
+
+export function checkSubnet6IsFree(subnet: Cidr6, host: HostView, networks: DockerNetwork[], self?: string): void {
+	for (const network of networks) {
+		for (const text of network.id === self ? [] : network.subnets) {
+			const other = parseIpv6Cidr(text);
+			if (other && cidrs6Overlap(subnet, other)) {
+				throw new ValidationError(`subnet ${subnet.text} overlaps ${other.text} of Docker network ${network.name}`);
+			}
+		}
+	}
+
+	const dockerBridges = new Set(networks.map((network) => bridgeName(network)));
+	for (const address of host.addresses) {
+		const connected = address.family === 'ipv6' && !unusableIpv6Reason(address.address) ? parseIpv6Cidr(`${address.address}/${address.prefix}`) : undefined;
+		if (connected && cidrs6Overlap(subnet, connected) && !dockerBridges.has(address.interface)) {
+			throw new ValidationError(`subnet ${subnet.text} overlaps the subnet of ${address.address} on host interface ${address.interface}`);
 		}
 	}
 }

@@ -1,8 +1,11 @@
 // Egress networks: which Docker networks ask for a fixed source IP, and whether that ask is
 // valid on this host. Pure: the Docker and host facts come in as plain values.
-import { addressFamily, cidrContains, parseIpv4Cidr, unusableIpv4Reason } from './address.js';
+import { isIPv6 } from 'node:net';
+import { addressFamily, canonicalIpv6, cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr, unusableIpv4Reason, unusableIpv6Reason } from './address.js';
 
 export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
+/** Optional, on a dual-stack network: the IPv6 egress source. */
+export const SOURCE_IPV6_LABEL = 'docker-egress.source-ipv6';
 /** Optional: the gateway of the source IP's uplink, when it cannot be found in the main table. */
 export const VIA_LABEL = 'docker-egress.via';
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
@@ -27,7 +30,7 @@ export type HostAddress = {
 };
 
 /** An egress source IP for a network docker egress did not create, by network name. */
-export type Policy = { network: string; sourceIp: string; via?: string };
+export type Policy = { network: string; sourceIp: string; sourceIpv6?: string; via?: string };
 
 export type EgressNetwork = {
 	id: string;
@@ -39,6 +42,10 @@ export type EgressNetwork = {
 	subnets: string[];
 	/** The label's value, as written. */
 	sourceIp: string;
+	/** Canonical IPv6 subnets of the network. */
+	subnets6: string[];
+	/** The IPv6 source (label docker-egress.source-ipv6 or the policy's), when the network has one. */
+	sourceIpv6?: string;
 	/** Whether Docker's own MASQUERADE is on for it (it then fails open without our rule). */
 	masquerade: boolean;
 	/** Gateway asked for (label docker-egress.via or the policy's via). */
@@ -77,6 +84,10 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 		const cidr = parseIpv4Cidr(subnet);
 		return cidr ? [cidr.text] : [];
 	});
+	const subnets6 = network.subnets.flatMap((subnet) => {
+		const cidr = parseIpv6Cidr(subnet);
+		return cidr ? [cidr.text] : [];
+	});
 	const egress: EgressNetwork = {
 		id: network.id,
 		name: network.name,
@@ -84,8 +95,14 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 		bridge: bridgeName(network),
 		subnets,
 		sourceIp,
+		subnets6,
 		masquerade: network.options[MASQUERADE_OPTION] !== 'false',
 	};
+	const sourceIpv6 = labelled ? network.labels[SOURCE_IPV6_LABEL] : policy?.sourceIpv6;
+	if (sourceIpv6 !== undefined) {
+		egress.sourceIpv6 = isIPv6(sourceIpv6) ? canonicalIpv6(sourceIpv6) : sourceIpv6;
+	}
+
 	const gateway = labelled ? network.labels[VIA_LABEL] : policy?.via;
 	if (gateway) {
 		egress.gateway = gateway;
@@ -114,6 +131,48 @@ function networkProblem(network: DockerNetwork, egress: EgressNetwork, hostAddre
 		if (cidrContains(parseIpv4Cidr(subnet)!, egress.sourceIp)) {
 			return `source IP ${egress.sourceIp} is inside the network's own subnet ${subnet}`;
 		}
+	}
+
+	if (egress.sourceIpv6 !== undefined) {
+		const problem6 = sourceIpv6Problem(egress.sourceIpv6, hostAddresses);
+		if (problem6) {
+			return `${egress.via === 'label' ? `label ${SOURCE_IPV6_LABEL}` : 'policy source IPv6'}=${JSON.stringify(egress.sourceIpv6)}: ${problem6}`;
+		}
+
+		if (egress.subnets6.length === 0) {
+			return 'it has an IPv6 source but no IPv6 subnet (create it with --ipv6 and an IPv6 subnet)';
+		}
+
+		for (const subnet of egress.subnets6) {
+			if (cidr6Contains(parseIpv6Cidr(subnet)!, egress.sourceIpv6)) {
+				return `source IPv6 ${egress.sourceIpv6} is inside the network's own subnet ${subnet}`;
+			}
+		}
+	}
+
+	return undefined;
+}
+
+/** Why `ip` cannot be the IPv6 egress source on this host, or undefined when it can. */
+export function sourceIpv6Problem(ip: string, hostAddresses: HostAddress[] | undefined): string | undefined {
+	const family = addressFamily(ip);
+	if (!family) {
+		return 'not an IP address';
+	}
+
+	if (family === 'ipv4') {
+		return 'an IPv4 address cannot be the source of IPv6 traffic; give an IPv6 address';
+	}
+
+	const unusable = unusableIpv6Reason(ip);
+	if (unusable) {
+		return `${ip} ${unusable}`;
+	}
+
+	const canonical = canonicalIpv6(ip);
+	if (hostAddresses && !hostAddresses.some((host) => host.family === 'ipv6' && canonicalIpv6(host.address) === canonical)) {
+		const usable = hostAddresses.filter((host) => host.family === 'ipv6' && !unusableIpv6Reason(host.address));
+		return `${ip} is not an address of this host (its IPv6 addresses: ${usable.length === 0 ? 'none' : usable.map((host) => `${host.address} on ${host.interface}`).join(', ')})`;
 	}
 
 	return undefined;

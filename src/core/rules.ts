@@ -27,12 +27,16 @@ export function ruleKey(rule: SnatRule): string {
 	return [rule.subnet, rule.bridge, rule.sourceIp, rule.network].join(' ');
 }
 
-/** One rule per subnet of every valid egress network, in a stable order. */
-export function desiredRules(networks: EgressNetwork[]): SnatRule[] {
+/** One rule per subnet of every valid egress network, in a stable order (IPv6: for ip6tables). */
+export function desiredRules(networks: EgressNetwork[], family: 'ipv4' | 'ipv6' = 'ipv4'): SnatRule[] {
 	return networks
 		.filter((network) => !network.problem)
 		.flatMap((network) =>
-			network.subnets.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIp })),
+			family === 'ipv4'
+				? network.subnets.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
+				: network.sourceIpv6 === undefined
+					? []
+					: network.subnets6.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6! })),
 		)
 		.sort((a, b) => compare(a.network, b.network) || compare(ruleKey(a), ruleKey(b)));
 }
@@ -159,13 +163,14 @@ export function planSync(actual: NatState, desired: SnatRule[]): SyncPlan {
 }
 
 /** Whether every rule the network asks for is in the chain and the chain is reached first. */
-export function isRuleActive(network: EgressNetwork, actual: NatState): boolean {
-	if (network.problem || actual.jumpPositions[0] !== 1) {
+export function isRuleActive(network: EgressNetwork, actual: NatState, family: 'ipv4' | 'ipv6' = 'ipv4'): boolean {
+	const wanted = desiredRules([network], family);
+	if (network.problem || (wanted.length > 0 && actual.jumpPositions[0] !== 1)) {
 		return false;
 	}
 
 	const present = new Set(actual.rules.map((rule) => ruleKey(rule)));
-	return desiredRules([network]).every((rule) => present.has(ruleKey(rule)));
+	return wanted.every((rule) => present.has(ruleKey(rule)));
 }
 
 /**

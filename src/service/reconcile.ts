@@ -6,7 +6,7 @@ import { applyRouting, readRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
-import { desiredRules, planSync, renderRestore, type NatState, type SyncPlan } from '../core/rules.js';
+import { desiredRules, parseNatState, planSync, renderRestore, type NatState, type SyncPlan } from '../core/rules.js';
 import { debug } from '../log.js';
 import type { Context } from './context.js';
 
@@ -15,6 +15,8 @@ export type ObservedState = {
 	policies: Policy[];
 	networks: EgressNetwork[];
 	nat: NatState;
+	/** The ip6tables nat table (empty when ip6tables cannot be read and nothing needs it). */
+	nat6: NatState;
 	routing: RoutingPlan;
 };
 
@@ -22,6 +24,10 @@ export type SyncResult = ObservedState & {
 	plan: SyncPlan;
 	restoreInput: string;
 	restoreCommand: string[];
+	/** The same for IPv6 (ip6tables), for dual-stack networks. */
+	plan6: SyncPlan;
+	restoreInput6: string;
+	restoreCommand6: string[];
 	routingDiff: RoutingDiff;
 	/** The `ip` argument vectors for routingDiff. */
 	routingCommands: string[][];
@@ -30,16 +36,24 @@ export type SyncResult = ObservedState & {
 
 export async function observe(context: Context): Promise<ObservedState> {
 	const [docker, firewall] = await Promise.all([context.docker(), context.firewall()]);
-	const [dockerNetworks, host, nat, policies, routing] = await Promise.all([
+	const [dockerNetworks, host, nat, nat6, policies, routing] = await Promise.all([
 		docker.listNetworks(),
 		context.host(),
 		firewall.readNat(),
+		firewall.readNat('ipv6').catch((error: unknown) => {
+			debug(`ip6tables nat table not readable: ${(error as Error).message}`);
+			return undefined;
+		}),
 		context.policies.read(),
 		readRouting(),
 	]);
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
 	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies), { addresses, routes: host.mainRoutes, links: host.links });
-	return { dockerNetworks, policies, networks, nat, routing };
+	if (!nat6 && networks.some((network) => network.sourceIpv6 !== undefined && !network.problem)) {
+		await firewall.readNat('ipv6'); // throws the real error: IPv6 egress needs ip6tables
+	}
+
+	return { dockerNetworks, policies, networks, nat, nat6: nat6 ?? parseNatState(''), routing };
 }
 
 export type ReconcileOptions = {
@@ -60,23 +74,31 @@ export async function reconcile(context: Context, options: ReconcileOptions = {}
 		const state = await observe(context);
 		const networks = [...state.networks.filter((network) => !options.withoutNetworks?.includes(network.id)), ...(options.extraNetworks ?? [])];
 		const plan = planSync(state.nat, desiredRules(networks));
+		const plan6 = planSync(state.nat6, desiredRules(networks, 'ipv6'));
 		const routingDiff = diffRouting(state.routing, desiredRouting(networks));
 		const result: SyncResult = {
 			...state,
 			plan,
 			restoreInput: renderRestore(plan),
 			restoreCommand: firewall.restoreCommand(),
+			plan6,
+			restoreInput6: renderRestore(plan6),
+			restoreCommand6: firewall.restoreCommand('ipv6'),
 			routingDiff,
 			routingCommands: routingCommands(routingDiff),
 			applied: false,
 		};
-		if ((!plan.changed && isEmptyDiff(routingDiff)) || options.dryRun) {
+		if ((!plan.changed && !plan6.changed && isEmptyDiff(routingDiff)) || options.dryRun) {
 			return result;
 		}
 
 		try {
 			if (plan.changed) {
 				await firewall.restore(result.restoreInput);
+			}
+
+			if (plan6.changed) {
+				await firewall.restore(result.restoreInput6, 'ipv6');
 			}
 
 			await applyRouting(routingDiff);

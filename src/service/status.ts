@@ -4,7 +4,7 @@
 import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
 import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
-import { desiredRules, isRuleActive, ruleText } from '../core/rules.js';
+import { desiredRules, isRuleActive, parseNatState, ruleText } from '../core/rules.js';
 import { readRouting, rpFilter } from '../adapters/routing.js';
 import { attachUplinks, isRoutingActive } from '../core/routing.js';
 import type { Context } from './context.js';
@@ -23,11 +23,12 @@ export type EgressView = {
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const docker = await context.docker();
 	const local = isLocalEndpoint(context.endpoint);
-	const [dockerNetworks, containers, host, nat, policies, routing] = await Promise.all([
+	const [dockerNetworks, containers, host, nat, nat6, policies, routing] = await Promise.all([
 		docker.listNetworks(),
 		docker.containersOnNetworks(),
 		local ? context.host() : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
+		local ? context.firewall().then(async (firewall) => firewall.readNat('ipv6').catch(() => parseNatState(''))) : undefined,
 		local ? context.policies.read() : [],
 		local ? readRouting() : undefined,
 	]);
@@ -44,8 +45,8 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 	return networks.map((network) => ({
 		...(network.uplink && rpFilters.get(network.uplink.interface) !== undefined ? { rpFilter: rpFilters.get(network.uplink.interface)! } : {}),
 		network,
-		status: network.problem ? 'invalid' : nat && routing ? (isRuleActive(network, nat) && isRoutingActive(network, routing) ? 'active' : 'missing') : 'unknown',
-		rules: desiredRules([network]).map((rule) => ruleText(rule)),
+		status: network.problem ? 'invalid' : nat && nat6 && routing ? (isRuleActive(network, nat) && isRuleActive(network, nat6, 'ipv6') && isRoutingActive(network, routing) ? 'active' : 'missing') : 'unknown',
+		rules: [...desiredRules([network]), ...desiredRules([network], 'ipv6')].map((rule) => ruleText(rule)),
 		containers: containers.filter((container) => container.networkId === network.id),
 	}));
 }

@@ -30,6 +30,7 @@ type Trigger = 'start' | 'events' | 'drift' | 'daemon-back';
 
 export class Watcher {
 	private desired: SnatRule[] | undefined;
+	private desired6: SnatRule[] = [];
 	private desiredRoutes: RoutingPlan | undefined;
 	private client: DockerClient | undefined;
 	private daemonLost = false;
@@ -157,8 +158,10 @@ export class Watcher {
 			}
 
 			try {
-				const [nat, routing] = await Promise.all([(await this.context.firewall()).readNat(), readRouting()]);
-				if (planSync(nat, this.desired).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
+				const firewall = await this.context.firewall();
+				const [nat, nat6, routing] = await Promise.all([firewall.readNat(), this.desired6.length > 0 ? firewall.readNat('ipv6') : undefined, readRouting()]);
+				const drift6 = nat6 !== undefined && planSync(nat6, this.desired6).changed;
+				if (planSync(nat, this.desired).changed || drift6 || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
 					this.pending = 'drift';
 					await this.drain();
 				}
@@ -189,9 +192,11 @@ export class Watcher {
 			}
 
 			this.desired = result.plan.desired;
+			this.desired6 = result.plan6.desired;
 			this.desiredRoutes = desiredRouting(result.networks);
 			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.length });
 			this.report(result.plan, trigger, result.applied);
+			this.report(result.plan6, trigger, result.applied);
 			this.reportRouting(result.routingCommands, trigger, result.applied);
 			this.reportSkipped(result);
 		} finally {
@@ -210,6 +215,14 @@ export class Watcher {
 		if (plan.changed) {
 			await firewall.restore(renderRestore(plan));
 			this.report(plan, trigger, true);
+		}
+
+		if (this.desired6.length > 0) {
+			const plan6 = planSync(await firewall.readNat('ipv6'), this.desired6);
+			if (plan6.changed) {
+				await firewall.restore(renderRestore(plan6), 'ipv6');
+				this.report(plan6, trigger, true);
+			}
 		}
 
 		const diff = diffRouting(await readRouting(), this.desiredRoutes ?? { rules: [], routes: [] });

@@ -95,3 +95,15 @@ test('a name that sorts before existing bridge networks gets a warning that says
 	t.regex(warning!, /z_ prefix/);
 	t.regex(warning!, /gw-priority/);
 });
+
+test('dual stack: the IPv6 source and subnet become a label and an IPv6 IPAM config', (t) => {
+	const plan = planCreate({ ...request, sourceIpv6: '2001:DB8:A::11', subnet6: '2001:db8:1::/64' });
+	t.is(plan.labels['docker-egress.source-ipv6'], '2001:db8:a::11');
+	t.is(plan.subnet6?.text, '2001:db8:1::/64');
+});
+
+test('link-local IPv6 source', refused, { sourceIpv6: 'fe80::1' }, /link-local/);
+test('IPv4 address as the IPv6 source', refused, { sourceIpv6: '192.0.2.11' }, /IPv4 address cannot be the source of IPv6/);
+test('IPv6 source inside its subnet', refused, { sourceIpv6: '2001:db8:1::11', subnet6: '2001:db8:1::/64' }, /inside the network's own subnet 2001:db8:1::\/64/);
+test('IPv6 subnet with host bits', refused, { sourceIpv6: '2001:db8:a::11', subnet6: '2001:db8:1::5/64' }, /did you mean 2001:db8:1::\/64/);
+test('--subnet6 without --source-ipv6', refused, { subnet6: '2001:db8:1::/64' }, /needs --source-ipv6/);

@@ -27,6 +27,7 @@ const network = (sourceIp: string, gateway?: string): EgressNetwork => ({
 	via: 'label',
 	bridge: 'z_b',
 	subnets: ['10.140.0.0/24'],
+	subnets6: [],
 	sourceIp,
 	masquerade: false,
 	...(gateway ? { gateway } : {}),
