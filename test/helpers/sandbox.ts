@@ -1,12 +1,49 @@
 // A real, isolated Docker host for integration tests (recipe: /work/shared/docs/sandbox.md).
 //
-// Each Sandbox owns, under a unique 6-character id:
+// Two layouts (options.topology). Each Sandbox owns, under a unique 6-character id:
+//
+// topology 'single' (the default; unchanged since the first version):
 //   - netns `egh-<id>`: the Docker host. Uplink `eg-h` with 192.0.2.1/24 (primary), .11, .12, .13
 //     (plus options.extraHostAddresses), default route via 192.0.2.254. A dockerd of its own runs
 //     here with its state in /tmp/eg-<id>/ and its socket at /tmp/eg-<id>/docker.sock.
 //   - netns `egu-<id>`: the upstream, 192.0.2.254/24 on `eg-u`, running a busybox httpd whose
 //     http://192.0.2.254/cgi-bin/ip answers with the source address it saw (REMOTE_ADDR).
-//   - the image `egress-probe:latest` (static busybox: sh, nc, timeout, tail, sleep, cat, ip).
+//   - with {ipv6: true} (off by default here): eg-h also has 2001:db8:a::1/64 (primary) and
+//     2001:db8:a::11/64, the upstream 2001:db8:a::254/64 with a second httpd on [2001:db8:a::254]:80,
+//     IPv6 default route via 2001:db8:a::254 and IPv6 forwarding on in the Docker host.
+//
+// topology 'multihome' (a host with two providers, each with BCP 38 anti-spoofing; always dual-stack):
+//
+//      egh-<id> (Docker host)             ega-<id> (router A)            egu-<id> (echo server)
+//      eg-h  192.0.2.1 .11 .12 .13  ----  eg-u 192.0.2.254  eg-e 203.0.113.1 ---+
+//            2001:db8:a::1 ::11               2001:db8:a::254    2001:db8:e::1   |  bridge eg-br
+//                                                                               +- 203.0.113.254
+//      eg-h2 198.51.100.1 .11 .12  -----  eg-u 198.51.100.254 eg-e 203.0.113.2 -+  2001:db8:e::254
+//            2001:db8:b::1 ::11               2001:db8:b::254    2001:db8:e::2
+//                                         egb-<id> (router B)
+//   - Docker host: main table default routes via router A only (192.0.2.254, 2001:db8:a::254);
+//     uplink B has just its connected routes (198.51.100.0/24, 2001:db8:b::/64). NO route via
+//     198.51.100.254 / 2001:db8:b::254 exists in the main table, so B's gateway cannot be discovered
+//     there: traffic out of B needs policy routing with an explicit gateway (`--via 198.51.100.254`).
+//     With {uplinkBGatewayRoute: true} the main table also gets the harmless routes
+//     203.0.113.64/26 via 198.51.100.254 and 2001:db8:f::/64 via 2001:db8:b::254 (nothing lives
+//     there; the echo server and the routers stay reachable only through A), which makes B's gateway
+//     discoverable from the main table. IPv4 and IPv6 forwarding on; rp_filter = options.rpFilter
+//     (default 2, loose) on all, default, eg-h and eg-h2.
+//   - Routers forward IPv4 and IPv6; each drops (BCP 38) packets arriving from the Docker host
+//     (`-i eg-u`) whose source is not in its own uplink subnet: A keeps 192.0.2.0/24 and
+//     2001:db8:a::/64, B keeps 198.51.100.0/24 and 2001:db8:b::/64. sb.routerCounters('a'|'b') reads
+//     how many packets each forwarded / dropped.
+//   - Echo server (netns `egu-<id>`, sb.upstreamNs) at 203.0.113.254 and 2001:db8:e::254 (one httpd
+//     per family), routes 192.0.2.0/24 + 2001:db8:a::/64 back via router A, 198.51.100.0/24 +
+//     2001:db8:b::/64 via router B. So the echo server sees 198.51.100.x only if the packet took
+//     uplink B, and 192.0.2.x only if it took uplink A.
+//   - options.extraHostAddresses must lie in one of the four uplink subnets; each goes on its uplink.
+//
+// In both: the image `egress-probe:latest` (static busybox: sh, nc, timeout, tail, sleep, cat, ip,
+// wget). The echo server's answer is the bare address ("2001:db8:a::11", never "[2001:db8:a::11]").
+// IPv6 addresses are added with `nodad` (no DAD delay), secondaries before the primary, so the primary
+// is what the kernel's source selection (and Docker's MASQUERADE) picks.
 // Interfaces are created directly inside their namespaces, so their names never clash between
 // sandboxes running at once (ava runs test files in parallel).
 //
@@ -16,6 +53,7 @@
 //   import {useSandbox} from '../helpers/sandbox.js';
 //
 //   const {test, sandbox} = useSandbox(anyTest);   // before: start, after.always: stop
+//                          // useSandbox(anyTest, {topology: 'multihome'}) for the two-uplink host
 //
 //   test.serial('create gives the chosen source IP', async t => {
 //     const sb = sandbox();
@@ -34,26 +72,42 @@
 // A sandbox per test instead:   const sb = await Sandbox.forTest(t);   (stopped by t.teardown)
 // (register such tests with `realDockerTest(anyTest)` from ./prereqs.ts for the same skip policy).
 //
+// Docker daemon flags: none are needed for IPv6 on user-defined networks (`docker network create
+// --ipv6 --subnet 2001:db8:1::/64 …` works with Docker 20.10 as is; containers get an IPv6 default
+// route via the bridge, the sandbox turns IPv6 forwarding on). Docker then writes no ip6tables rules
+// at all (no MASQUERADE, no isolation). options.dockerdArgs: DOCKERD_IP6TABLES makes Docker manage
+// ip6tables like iptables (MASQUERADE for IPv6 networks with masquerade on); add
+// ['--ipv6', '--fixed-cidr-v6', '2001:db8:2::/64'] for IPv6 on the default bridge.
+//
 // API (all commands get argument arrays, never a shell string; all run inside netns egh-<id>):
-//   Sandbox.start({extraHostAddresses?})  -> Promise<Sandbox>  (cleans up after itself on failure)
-//   sb.id, sb.hostNs, sb.upstreamNs, sb.nsPath, sb.upstreamNsPath, sb.dir, sb.socket,
-//   sb.dockerHost ('unix://…'), sb.configDir (DOCKER_CONFIG of docker()/egress()), sb.uplink ('eg-h'),
-//   sb.hostAddresses, sb.dockerdLog (path)
+//   Sandbox.start({topology?, ipv6?, uplinkBGatewayRoute?, rpFilter?, dockerdArgs?,
+//                  extraHostAddresses?, startTimeoutMs?})  -> Promise<Sandbox>  (cleans up on failure)
+//   sb.id, sb.hostNs, sb.upstreamNs (the echo server's netns), sb.nsPath, sb.upstreamNsPath, sb.dir,
+//   sb.socket, sb.dockerHost ('unix://…'), sb.configDir (DOCKER_CONFIG of docker()/egress()),
+//   sb.uplink ('eg-h'), sb.hostAddresses (IPv4 of all uplinks + extras), sb.dockerdLog (path)
+//   sb.topology, sb.ipv6, sb.uplinks (UplinkInfo of A, and of B in multihome: name, subnet, gateway,
+//   addresses, subnet6, gateway6, addresses6 — primary first), sb.hostAddresses6,
+//   sb.echoAddress ('192.0.2.254' single, '203.0.113.254' multihome), sb.echoAddress6 (undefined
+//   without IPv6), sb.echoUrl(family?) ('http://203.0.113.254/cgi-bin/ip', 'http://[2001:db8:e::254]/cgi-bin/ip')
 //   sb.docker(args, opts?)        docker CLI, -H <sandbox> (DOCKER_CONFIG=sb.configDir)
 //   sb.exec(cmd, args, opts?)     anything, e.g. sb.exec('iptables-save', ['-t', 'nat'])
-//   sb.execUpstream(cmd, args, opts?)  the same in the upstream namespace
-//   sb.probe(network)             -> source address the upstream saw from a container on `network`
+//   sb.execUpstream(cmd, args, opts?)  the same in the upstream (echo server) namespace
+//   sb.routerNs(r), sb.execRouter(r, cmd, args, opts?)   multihome: router 'a' or 'b'
+//   sb.routerCounters(r)          multihome: {ipv4: {forwarded, dropped}, ipv6: {…}} packets from the host
+//   sb.probe(network, {family?: 4|6, timeoutSeconds?})
+//                                 -> source address the echo server saw from a container on `network`
+//                                    (throws when there is no answer); sb.tryProbe(…) -> undefined then
 //   sb.egress(args, {env?, reject?, viaCli?, configDir?, globalArgs?, input?, timeout?})
 //                                 the plugin under test ($DOCKER_EGRESS_BIN or <repo>/dist/docker-egress),
 //                                 directly (`docker-egress [globalArgs] egress …`) or through the real
 //                                 CLI (`docker --config <configDir> [globalArgs] egress …`); DOCKER_HOST
 //                                 and DOCKER_CONFIG are set (override or unset them with env: {X: undefined})
 //   sb.installPlugin(configDir?)  links <configDir>/cli-plugins/docker-egress to the plugin binary
-//   sb.stop()                     idempotent; removes containers, dockerd (+containerd, shims), httpd,
-//                                 mounts, both namespaces and the temp dir
-// docker(), exec(), execUpstream() and egress() return the execa subprocess (await it for the result;
-// keep it to signal a long-running `egress watch`). docker()/exec() reject on failure unless
-// {reject: false}; egress() defaults to reject: false.
+//   sb.stop()                     idempotent; removes containers, dockerd (+containerd, shims), httpds,
+//                                 mounts, all namespaces and the temp dir
+// docker(), exec(), execUpstream(), execRouter() and egress() return the execa subprocess (await it
+// for the result; keep it to signal a long-running `egress watch`). docker()/exec() reject on failure
+// unless {reject: false}; egress() defaults to reject: false.
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -74,6 +128,7 @@ import {
 	unlinkSync,
 	writeFileSync,
 } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, execaSync, type ResultPromise } from 'execa';
@@ -94,14 +149,108 @@ export const HOST_ADDRESSES = ['192.0.2.1', '192.0.2.11', '192.0.2.12', '192.0.2
 export const PROBE_IMAGE = 'egress-probe:latest';
 const UPLINK = 'eg-h';
 const UPSTREAM_LINK = 'eg-u';
-const PROBE_TOOLS = ['sh', 'nc', 'timeout', 'tail', 'sleep', 'cat', 'ip'];
-const PROBE_SCRIPT = 'printf "GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n" | timeout 5 nc 192.0.2.254 80 | tail -1';
+const PROBE_TOOLS = ['sh', 'nc', 'timeout', 'tail', 'sleep', 'cat', 'ip', 'wget'];
+
+/** The Docker host's layout: one uplink to the echo server, or two uplinks through two routers. */
+export type Topology = 'single' | 'multihome';
+
+/** One uplink of the Docker host, with the router behind it. Addresses: primary first. */
+export interface UplinkInfo {
+	/** Interface in the Docker host namespace. */
+	readonly name: string;
+	/** Which router it leads to ('a' is the upstream itself in the single topology). */
+	readonly router: 'a' | 'b';
+	readonly subnet: string;
+	/** The router's address on this uplink. */
+	readonly gateway: string;
+	readonly addresses: readonly string[];
+	/** IPv6 (configured only when the sandbox has IPv6). */
+	readonly subnet6: string;
+	readonly gateway6: string;
+	readonly addresses6: readonly string[];
+}
+
+/** Uplink A: `eg-h`, the default route's uplink (both topologies). */
+export const UPLINK_A: UplinkInfo = {
+	name: UPLINK,
+	router: 'a',
+	subnet: '192.0.2.0/24',
+	gateway: UPSTREAM_ADDRESS,
+	addresses: HOST_ADDRESSES,
+	subnet6: '2001:db8:a::/64',
+	gateway6: '2001:db8:a::254',
+	addresses6: ['2001:db8:a::1', '2001:db8:a::11'],
+};
+
+/** Uplink B: `eg-h2` (multihome only). No default route uses it. */
+export const UPLINK_B: UplinkInfo = {
+	name: 'eg-h2',
+	router: 'b',
+	subnet: '198.51.100.0/24',
+	gateway: '198.51.100.254',
+	addresses: ['198.51.100.1', '198.51.100.11', '198.51.100.12'],
+	subnet6: '2001:db8:b::/64',
+	gateway6: '2001:db8:b::254',
+	addresses6: ['2001:db8:b::1', '2001:db8:b::11'],
+};
+
+export const PRIMARY_ADDRESS6 = '2001:db8:a::1';
+/** The echo server of the multihome topology (behind both routers). */
+export const ECHO_ADDRESS_MULTIHOME = '203.0.113.254';
+export const ECHO_ADDRESS6_MULTIHOME = '2001:db8:e::254';
+/** The echo server of the single topology with IPv6 (the upstream itself). */
+export const ECHO_ADDRESS6_SINGLE = UPLINK_A.gateway6;
+/** Routers' addresses on the echo segment (203.0.113.0/24, 2001:db8:e::/64). */
+export const ROUTER_A_ECHO_SIDE = { ipv4: '203.0.113.1', ipv6: '2001:db8:e::1' } as const;
+export const ROUTER_B_ECHO_SIDE = { ipv4: '203.0.113.2', ipv6: '2001:db8:e::2' } as const;
+/**
+ * With {uplinkBGatewayRoute: true}: main-table routes via B's gateway to places where nothing lives
+ * (not the echo server, not the routers), so B's gateway can be discovered from the main table.
+ */
+export const UPLINK_B_GATEWAY_ROUTES = { ipv4: '203.0.113.64/26', ipv6: '2001:db8:f::/64' } as const;
+/** Daemon flags that make Docker 20.10 manage ip6tables (MASQUERADE etc.) for IPv6 networks. */
+export const DOCKERD_IP6TABLES = ['--experimental', '--ip6tables'] as const;
+
+const ECHO_BRIDGE = 'eg-br';
+const ROUTER_ECHO_LINK = 'eg-e';
 
 export interface SandboxOptions {
-	/** More addresses for the uplink, e.g. '192.0.2.20' (→ /24), '198.51.100.7' (→ /32, routed back by the upstream) or '192.0.2.30/24'. */
+	/**
+	 * 'single' (default): one uplink `eg-h` to the upstream echo server at 192.0.2.254.
+	 * 'multihome': two uplinks (`eg-h` to router A, `eg-h2` to router B, both anti-spoofing), default
+	 * route via A, echo server at 203.0.113.254 / 2001:db8:e::254 behind both routers; always IPv6.
+	 */
+	topology?: Topology;
+	/** IPv6 too (default: true for 'multihome', false for 'single'; 'multihome' cannot turn it off). */
+	ipv6?: boolean;
+	/** multihome: add UPLINK_B_GATEWAY_ROUTES via B's gateway to the main table (default false). */
+	uplinkBGatewayRoute?: boolean;
+	/** rp_filter for all, default and the uplinks (default: 2 in multihome, untouched in single). */
+	rpFilter?: 0 | 1 | 2;
+	/** Extra dockerd flags, e.g. [...DOCKERD_IP6TABLES]. */
+	dockerdArgs?: readonly string[];
+	/**
+	 * More addresses for the uplink(s). single: e.g. '192.0.2.20' (→ /24), '198.51.100.7' (→ /32,
+	 * routed back by the upstream) or '192.0.2.30/24'. multihome: an address in one of the uplink
+	 * subnets (192.0.2.0/24, 198.51.100.0/24, 2001:db8:a::/64, 2001:db8:b::/64), put on its uplink.
+	 */
 	extraHostAddresses?: string[];
 	/** How long to wait for dockerd to answer (default 60 s). */
 	startTimeoutMs?: number;
+}
+
+/** Options of probe() / tryProbe(). */
+export interface ProbeOptions {
+	/** Talk to the echo server over IPv4 (default) or IPv6. */
+	family?: 4 | 6;
+	/** nc's time limit inside the container (default 5). */
+	timeoutSeconds?: number;
+}
+
+/** Packets from the Docker host that a router forwarded / dropped (BCP 38), per family. */
+export interface RouterCounters {
+	ipv4: { forwarded: number; dropped: number };
+	ipv6: { forwarded: number; dropped: number };
 }
 
 /** Options of docker() / exec() / execUpstream(). */
@@ -146,6 +295,7 @@ type Background = Pick<ChildProcess, 'pid' | 'exitCode' | 'signalCode'> & Promis
 export class Sandbox {
 	readonly id: string;
 	readonly hostNs: string;
+	/** The echo server's namespace (in 'single' also the upstream router). */
 	readonly upstreamNs: string;
 	readonly nsPath: string;
 	readonly upstreamNsPath: string;
@@ -155,15 +305,27 @@ export class Sandbox {
 	readonly configDir: string;
 	readonly dockerdLog: string;
 	readonly uplink = UPLINK;
+	/** IPv4 addresses of the host's uplinks (A, then B in multihome), then options.extraHostAddresses. */
 	readonly hostAddresses: string[];
+	readonly topology: Topology;
+	/** Whether the Docker host, the upstream side and the echo server have IPv6. */
+	readonly ipv6: boolean;
+	/** The host's uplinks: A, and B in multihome. */
+	readonly uplinks: readonly UplinkInfo[];
+	/** IPv6 addresses of the host's uplinks and the IPv6 extras ([] without IPv6 and IPv6 extras). */
+	readonly hostAddresses6: string[];
+	/** The echo server's IPv4 address. */
+	readonly echoAddress: string;
+	/** The echo server's IPv6 address (undefined without IPv6). */
+	readonly echoAddress6: string | undefined;
 
 	private readonly options: SandboxOptions;
 	private readonly nsIds = new Set<string>();
 	private readonly createdNs: string[] = [];
+	private readonly routerNames: { a: string; b: string } | undefined;
 	private dockerd: Background | undefined;
 	private dockerdPid: number | undefined;
-	private httpd: Background | undefined;
-	private httpdPid: number | undefined;
+	private readonly httpds: Array<{ child: Background; pid: number | undefined }> = [];
 	private stopping: Promise<void> | undefined;
 	private readonly exitHandler = () => {
 		try {
@@ -176,8 +338,12 @@ export class Sandbox {
 	private constructor(id: string, options: SandboxOptions) {
 		this.id = id;
 		this.options = options;
+		this.topology = options.topology ?? 'single';
+		const multihome = this.topology === 'multihome';
+		this.ipv6 = multihome || (options.ipv6 ?? false);
 		this.hostNs = `egh-${id}`;
 		this.upstreamNs = `egu-${id}`;
+		this.routerNames = multihome ? { a: `ega-${id}`, b: `egb-${id}` } : undefined;
 		this.nsPath = `/var/run/netns/${this.hostNs}`;
 		this.upstreamNsPath = `/var/run/netns/${this.upstreamNs}`;
 		this.dir = `/tmp/eg-${id}`;
@@ -185,11 +351,20 @@ export class Sandbox {
 		this.dockerHost = `unix://${this.socket}`;
 		this.configDir = `${this.dir}/config`;
 		this.dockerdLog = `${this.dir}/dockerd.log`;
-		this.hostAddresses = [...HOST_ADDRESSES, ...(options.extraHostAddresses ?? []).map((a) => a.split('/')[0]!)];
+		this.uplinks = multihome ? [UPLINK_A, UPLINK_B] : [UPLINK_A];
+		const extras = (options.extraHostAddresses ?? []).map((a) => a.split('/')[0]!);
+		this.hostAddresses = [...this.uplinks.flatMap((u) => u.addresses), ...extras];
+		this.hostAddresses6 = [
+			...(this.ipv6 ? this.uplinks.flatMap((u) => u.addresses6) : []),
+			...extras.filter((a) => a.includes(':')),
+		];
+		this.echoAddress = multihome ? ECHO_ADDRESS_MULTIHOME : UPSTREAM_ADDRESS;
+		this.echoAddress6 = !this.ipv6 ? undefined : multihome ? ECHO_ADDRESS6_MULTIHOME : ECHO_ADDRESS6_SINGLE;
 	}
 
 	/** Start a fresh sandbox; on failure everything already made is removed again. */
 	static async start(options: SandboxOptions = {}): Promise<Sandbox> {
+		validateOptions(options);
 		const sb = Sandbox.reserve(options);
 		process.on('exit', sb.exitHandler);
 		try {
@@ -214,7 +389,7 @@ export class Sandbox {
 	private static reserve(options: SandboxOptions): Sandbox {
 		for (let attempt = 0; attempt < 20; attempt++) {
 			const id = randomId();
-			if (existsSync(`/var/run/netns/egh-${id}`) || existsSync(`/var/run/netns/egu-${id}`)) continue;
+			if (['egh', 'egu', 'ega', 'egb'].some((p) => existsSync(`/var/run/netns/${p}-${id}`))) continue;
 			try {
 				mkdirSync(`/tmp/eg-${id}`, { mode: 0o700 });
 			} catch (error) {
@@ -226,46 +401,38 @@ export class Sandbox {
 		throw new Error('could not find an unused sandbox id');
 	}
 
-	private async setUp(): Promise<void> {
-		// Namespaces and the link between them.
-		for (const ns of [this.hostNs, this.upstreamNs]) {
-			await run('ip', ['netns', 'add', ns]);
-			this.createdNs.push(ns);
-			// /proc/<pid>/ns/net of a process in that namespace reads "net:[<inode>]".
-			this.nsIds.add(`net:[${statSync(`/var/run/netns/${ns}`).ino}]`);
-		}
-		const h = ['-n', this.hostNs];
-		const u = ['-n', this.upstreamNs];
-		await run('ip', [...h, 'link', 'set', 'lo', 'up']);
-		await run('ip', [...u, 'link', 'set', 'lo', 'up']);
-		await run('ip', ['link', 'add', UPLINK, 'netns', this.hostNs, 'type', 'veth', 'peer', 'name', UPSTREAM_LINK, 'netns', this.upstreamNs]);
-		for (const a of HOST_ADDRESSES) await run('ip', [...h, 'addr', 'add', `${a}/24`, 'dev', UPLINK]);
-		const upstreamRoutes: string[] = [];
-		for (const raw of this.options.extraHostAddresses ?? []) {
-			const { cidr, routeBack } = extraAddress(raw);
-			const v6 = cidr.includes(':');
-			await run('ip', [...h, ...(v6 ? ['-6'] : []), 'addr', 'add', cidr, 'dev', UPLINK, ...(v6 ? ['nodad'] : [])]);
-			if (routeBack) upstreamRoutes.push(routeBack);
-		}
-		await run('ip', [...h, 'link', 'set', UPLINK, 'up']);
-		await run('ip', [...u, 'addr', 'add', `${UPSTREAM_ADDRESS}/24`, 'dev', UPSTREAM_LINK]);
-		await run('ip', [...u, 'link', 'set', UPSTREAM_LINK, 'up']);
-		await run('ip', [...h, 'route', 'add', 'default', 'via', UPSTREAM_ADDRESS]);
-		for (const dest of upstreamRoutes) await run('ip', [...u, 'route', 'add', dest, 'via', PRIMARY_ADDRESS]);
+	private async addNamespace(ns: string): Promise<void> {
+		await run('ip', ['netns', 'add', ns]);
+		this.createdNs.push(ns);
+		// /proc/<pid>/ns/net of a process in that namespace reads "net:[<inode>]".
+		this.nsIds.add(`net:[${statSync(`/var/run/netns/${ns}`).ino}]`);
+		await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+	}
 
-		// Echo server upstream.
+	private async setUp(): Promise<void> {
+		if (this.topology === 'multihome') await this.setUpMultihome();
+		else await this.setUpSingle();
+
+		// Echo server: one httpd per family (busybox httpd binds one address).
 		const www = join(this.dir, 'www');
 		mkdirSync(join(www, 'cgi-bin'), { recursive: true });
-		writeFileSync(join(www, 'cgi-bin', 'ip'), '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR"\n');
+		// busybox httpd writes IPv6 peers as "[addr]": answer with the bare address.
+		writeFileSync(
+			join(www, 'cgi-bin', 'ip'),
+			'#!/bin/sh\necho "Content-Type: text/plain"\necho\na=${REMOTE_ADDR#\\[}\necho "${a%\\]}"\n',
+		);
 		chmodSync(join(www, 'cgi-bin', 'ip'), 0o755);
 		const busybox = findExecutable('busybox') ?? 'busybox';
-		this.httpd = execa('nsenter', [`--net=${this.upstreamNsPath}`, busybox, 'httpd', '-f', '-p', `${UPSTREAM_ADDRESS}:80`, '-h', www], {
-			stdio: 'ignore',
-			reject: false,
-			cleanup: false,
-		});
-		this.httpdPid = this.httpd.pid;
-		void this.httpd.catch(() => undefined);
+		const listen = [`${this.echoAddress}:80`, ...(this.echoAddress6 ? [`[${this.echoAddress6}]:80`] : [])];
+		for (const address of listen) {
+			const child = execa('nsenter', [`--net=${this.upstreamNsPath}`, busybox, 'httpd', '-f', '-p', address, '-h', www], {
+				stdio: 'ignore',
+				reject: false,
+				cleanup: false,
+			});
+			this.httpds.push({ child, pid: child.pid });
+			void child.catch(() => undefined);
+		}
 
 		// dockerd in the host namespace, with its own everything.
 		mkdirSync(this.configDir, { recursive: true });
@@ -285,6 +452,7 @@ export class Sandbox {
 					'--pidfile', join(this.dir, 'dockerd.pid'),
 					'--host', this.dockerHost,
 					'--shutdown-timeout', '3',
+					...(this.options.dockerdArgs ?? []),
 				],
 				{ stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false },
 			);
@@ -297,7 +465,8 @@ export class Sandbox {
 			dockerdExited = true;
 		});
 
-		await this.waitForEchoServer();
+		await this.waitForEchoServer(this.echoAddress, PRIMARY_ADDRESS);
+		if (this.echoAddress6) await this.waitForEchoServer(this.echoAddress6, PRIMARY_ADDRESS6);
 
 		const deadline = Date.now() + (this.options.startTimeoutMs ?? 60_000);
 		for (;;) {
@@ -324,19 +493,139 @@ export class Sandbox {
 		rmSync(img, { recursive: true, force: true });
 	}
 
-	private async waitForEchoServer(): Promise<void> {
+	/** The original layout: host `eg-h` <-> upstream `eg-u` (which is also the echo server). */
+	private async setUpSingle(): Promise<void> {
+		for (const ns of [this.hostNs, this.upstreamNs]) await this.addNamespace(ns);
+		const h = ['-n', this.hostNs];
+		const u = ['-n', this.upstreamNs];
+		await run('ip', ['link', 'add', UPLINK, 'netns', this.hostNs, 'type', 'veth', 'peer', 'name', UPSTREAM_LINK, 'netns', this.upstreamNs]);
+		for (const a of HOST_ADDRESSES) await run('ip', [...h, 'addr', 'add', `${a}/24`, 'dev', UPLINK]);
+		const upstreamRoutes: string[] = [];
+		for (const raw of this.options.extraHostAddresses ?? []) {
+			const { cidr, routeBack } = extraAddress(raw);
+			const v6 = cidr.includes(':');
+			await run('ip', [...h, ...(v6 ? ['-6'] : []), 'addr', 'add', cidr, 'dev', UPLINK, ...(v6 ? ['nodad'] : [])]);
+			if (routeBack) upstreamRoutes.push(routeBack);
+		}
+		if (this.ipv6) await this.addAddresses6(this.hostNs, UPLINK, UPLINK_A.addresses6, 64);
+		await run('ip', [...h, 'link', 'set', UPLINK, 'up']);
+		await run('ip', [...u, 'addr', 'add', `${UPSTREAM_ADDRESS}/24`, 'dev', UPSTREAM_LINK]);
+		if (this.ipv6) await this.addAddresses6(this.upstreamNs, UPSTREAM_LINK, [UPLINK_A.gateway6], 64);
+		await run('ip', [...u, 'link', 'set', UPSTREAM_LINK, 'up']);
+		await run('ip', [...h, 'route', 'add', 'default', 'via', UPSTREAM_ADDRESS]);
+		for (const dest of upstreamRoutes) await run('ip', [...u, 'route', 'add', dest, 'via', PRIMARY_ADDRESS]);
+		if (this.ipv6) {
+			await run('ip', [...h, '-6', 'route', 'add', 'default', 'via', UPLINK_A.gateway6, 'dev', UPLINK]);
+			await this.sysctl(this.hostNs, ['net.ipv6.conf.all.forwarding=1']);
+		}
+		if (this.options.rpFilter !== undefined) await this.setRpFilter(this.options.rpFilter);
+	}
+
+	/** Two uplinks, two anti-spoofing routers, one echo server behind both (see the header). */
+	private async setUpMultihome(): Promise<void> {
+		const routers = this.routerNames!;
+		for (const ns of [this.hostNs, routers.a, routers.b, this.upstreamNs]) await this.addNamespace(ns);
+		const h = ['-n', this.hostNs];
+		const e = ['-n', this.upstreamNs];
+
+		// Echo segment: a bridge in the echo namespace, one port per router.
+		await run('ip', [...e, 'link', 'add', ECHO_BRIDGE, 'type', 'bridge']);
+		await run('ip', [...e, 'addr', 'add', `${ECHO_ADDRESS_MULTIHOME}/24`, 'dev', ECHO_BRIDGE]);
+		await this.addAddresses6(this.upstreamNs, ECHO_BRIDGE, [ECHO_ADDRESS6_MULTIHOME], 64);
+		await run('ip', [...e, 'link', 'set', ECHO_BRIDGE, 'up']);
+
+		// Extra addresses: each on the uplink whose subnet holds it.
+		const extras = new Map<UplinkInfo, { v4: string[]; v6: string[] }>([
+			[UPLINK_A, { v4: [], v6: [] }],
+			[UPLINK_B, { v4: [], v6: [] }],
+		]);
+		for (const raw of this.options.extraHostAddresses ?? []) {
+			const { uplink, cidr } = multihomeExtraAddress(raw);
+			extras.get(uplink)![cidr.includes(':') ? 'v6' : 'v4'].push(cidr);
+		}
+
+		// The two uplinks and their routers are independent: built at once.
+		const buildUplink = async (uplink: UplinkInfo, side: { ipv4: string; ipv6: string }): Promise<void> => {
+			const rns = uplink.router === 'a' ? routers.a : routers.b;
+			const r = ['-n', rns];
+			const echoPort = `eg-e${uplink.router}`;
+			const prefix = Number(uplink.subnet.split('/')[1]);
+			const prefix6 = Number(uplink.subnet6.split('/')[1]);
+			// host <-> router
+			await run('ip', ['link', 'add', uplink.name, 'netns', this.hostNs, 'type', 'veth', 'peer', 'name', UPSTREAM_LINK, 'netns', rns]);
+			for (const a of uplink.addresses) await run('ip', [...h, 'addr', 'add', `${a}/${prefix}`, 'dev', uplink.name]);
+			for (const cidr of extras.get(uplink)!.v4) await run('ip', [...h, 'addr', 'add', cidr, 'dev', uplink.name]);
+			// IPv6 secondaries (extras included) before the primary: the newest address wins source selection.
+			for (const cidr of extras.get(uplink)!.v6) await run('ip', [...h, '-6', 'addr', 'add', cidr, 'dev', uplink.name, 'nodad']);
+			await this.addAddresses6(this.hostNs, uplink.name, uplink.addresses6, prefix6);
+			await run('ip', [...h, 'link', 'set', uplink.name, 'up']);
+			await run('ip', [...r, 'addr', 'add', `${uplink.gateway}/${prefix}`, 'dev', UPSTREAM_LINK]);
+			await this.addAddresses6(rns, UPSTREAM_LINK, [uplink.gateway6], prefix6);
+			await run('ip', [...r, 'link', 'set', UPSTREAM_LINK, 'up']);
+			// router <-> echo segment
+			await run('ip', ['link', 'add', echoPort, 'netns', this.upstreamNs, 'type', 'veth', 'peer', 'name', ROUTER_ECHO_LINK, 'netns', rns]);
+			await run('ip', [...e, 'link', 'set', echoPort, 'master', ECHO_BRIDGE]);
+			await run('ip', [...e, 'link', 'set', echoPort, 'up']);
+			await run('ip', [...r, 'addr', 'add', `${side.ipv4}/24`, 'dev', ROUTER_ECHO_LINK]);
+			await this.addAddresses6(rns, ROUTER_ECHO_LINK, [side.ipv6], 64);
+			await run('ip', [...r, 'link', 'set', ROUTER_ECHO_LINK, 'up']);
+			// The echo server answers this uplink's subnets through this router.
+			await run('ip', [...e, 'route', 'add', uplink.subnet, 'via', side.ipv4]);
+			await run('ip', [...e, '-6', 'route', 'add', uplink.subnet6, 'via', side.ipv6]);
+			// Forwarding, and BCP 38 on what comes from the host.
+			await this.sysctl(rns, ['net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+			for (const [tool, subnet] of [
+				['iptables', uplink.subnet],
+				['ip6tables', uplink.subnet6],
+			] as const) {
+				await execIn(rns, tool, ['-w', '-A', 'FORWARD', '-i', UPSTREAM_LINK, '!', '-s', subnet, '-j', 'DROP']);
+				await execIn(rns, tool, ['-w', '-A', 'FORWARD', '-i', UPSTREAM_LINK, '-j', 'ACCEPT']);
+			}
+		};
+		// (allSettled: on a failure, the other half must be finished before stop() takes things down)
+		for (const r of await Promise.allSettled([buildUplink(UPLINK_A, ROUTER_A_ECHO_SIDE), buildUplink(UPLINK_B, ROUTER_B_ECHO_SIDE)])) {
+			if (r.status === 'rejected') throw r.reason;
+		}
+
+		// Docker host routing: defaults via A only.
+		await run('ip', [...h, 'route', 'add', 'default', 'via', UPLINK_A.gateway, 'dev', UPLINK_A.name]);
+		await run('ip', [...h, '-6', 'route', 'add', 'default', 'via', UPLINK_A.gateway6, 'dev', UPLINK_A.name]);
+		if (this.options.uplinkBGatewayRoute) {
+			await run('ip', [...h, 'route', 'add', UPLINK_B_GATEWAY_ROUTES.ipv4, 'via', UPLINK_B.gateway, 'dev', UPLINK_B.name]);
+			await run('ip', [...h, '-6', 'route', 'add', UPLINK_B_GATEWAY_ROUTES.ipv6, 'via', UPLINK_B.gateway6, 'dev', UPLINK_B.name]);
+		}
+		await this.sysctl(this.hostNs, ['net.ipv6.conf.all.forwarding=1']);
+		await this.setRpFilter(this.options.rpFilter ?? 2);
+	}
+
+	/** Add IPv6 addresses without DAD, last one first: the first listed ends up preferred (the primary). */
+	private async addAddresses6(ns: string, dev: string, addresses: readonly string[], prefix: number): Promise<void> {
+		for (const a of [...addresses].reverse()) await run('ip', ['-n', ns, '-6', 'addr', 'add', `${a}/${prefix}`, 'dev', dev, 'nodad']);
+	}
+
+	/** sysctl inside a namespace (busybox: procps may be missing; /proc/sys/net follows the caller's netns). */
+	private async sysctl(ns: string, settings: string[]): Promise<void> {
+		await execIn(ns, findExecutable('busybox') ?? 'busybox', ['sysctl', '-w', ...settings]);
+	}
+
+	private async setRpFilter(value: 0 | 1 | 2): Promise<void> {
+		const keys = ['all', 'default', ...this.uplinks.map((u) => u.name)].map((k) => `net.ipv4.conf.${k}.rp_filter=${value}`);
+		await this.sysctl(this.hostNs, keys);
+	}
+
+	private async waitForEchoServer(address: string, expected: string): Promise<void> {
 		const deadline = Date.now() + 10_000;
 		let last = '';
 		for (;;) {
 			// (static busybox wget segfaults without /etc files; nc works)
-			const r = await this.exec('busybox', ['nc', '-w', '3', UPSTREAM_ADDRESS, '80'], {
+			const r = await this.exec('busybox', ['nc', '-w', '3', address, '80'], {
 				reject: false,
 				timeout: 5_000,
 				input: 'GET /cgi-bin/ip HTTP/1.0\r\n\r\n',
 			});
-			if (r.exitCode === 0 && r.stdout.trim().split('\n').at(-1)?.trim() === PRIMARY_ADDRESS) return;
+			if (r.exitCode === 0 && r.stdout.trim().split('\n').at(-1)?.trim() === expected) return;
 			last = `exit ${r.exitCode}, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)}`;
-			if (Date.now() > deadline) throw new Error(`echo server of sandbox ${this.id} did not answer: ${last}`);
+			if (Date.now() > deadline) throw new Error(`echo server ${address} of sandbox ${this.id} did not answer: ${last}`);
 			await sleep(100);
 		}
 	}
@@ -359,19 +648,69 @@ export class Sandbox {
 		return execa('nsenter', [`--net=${this.upstreamNsPath}`, cmd, ...args], execOptions(opts, true));
 	}
 
-	/** The source address the upstream echo server sees from a container on `network`. */
-	async probe(network: string): Promise<string> {
-		const r = await this.docker(['run', '--rm', '--network', network, PROBE_IMAGE, 'sh', '-c', PROBE_SCRIPT], {
-			reject: false,
-			timeout: 60_000,
-		});
-		const seen = r.stdout.trim();
-		if (!seen) {
+	/** A router's namespace (multihome only): 'a' behind uplink eg-h, 'b' behind eg-h2. */
+	routerNs(router: 'a' | 'b'): string {
+		if (!this.routerNames) throw new Error(`sandbox ${this.id} has no routers: start it with {topology: 'multihome'}`);
+		return this.routerNames[router];
+	}
+
+	/** Any command inside a router's namespace (multihome only). */
+	execRouter(router: 'a' | 'b', cmd: string, args: string[], opts: RunOptions = {}): Run {
+		return execa('nsenter', [`--net=/var/run/netns/${this.routerNs(router)}`, cmd, ...args], execOptions(opts, true));
+	}
+
+	/**
+	 * Packets from the Docker host that a router has forwarded and dropped for a foreign source
+	 * (BCP 38) since the start, per family (multihome only). Compare before/after to see which
+	 * router a probe went through.
+	 */
+	async routerCounters(router: 'a' | 'b'): Promise<RouterCounters> {
+		const read = async (tool: 'iptables-save' | 'ip6tables-save') => {
+			const text = (await this.execRouter(router, tool, ['-c', '-t', 'filter'])).stdout;
+			const counts = { forwarded: 0, dropped: 0 };
+			for (const m of text.matchAll(/^\[(\d+):\d+\] -A FORWARD (.*) -j (ACCEPT|DROP)$/gm)) {
+				if (` ${m[2]} `.includes(` -i ${UPSTREAM_LINK} `)) counts[m[3] === 'DROP' ? 'dropped' : 'forwarded'] += Number(m[1]);
+			}
+			return counts;
+		};
+		return { ipv4: await read('iptables-save'), ipv6: await read('ip6tables-save') };
+	}
+
+	/** The echo server's URL (answers with the caller's address), e.g. for `egress verify --url`. */
+	echoUrl(family: 4 | 6 = 4): string {
+		return family === 6 ? `http://[${this.requireEcho6()}]/cgi-bin/ip` : `http://${this.echoAddress}/cgi-bin/ip`;
+	}
+
+	/** The source address the echo server sees from a container on `network`; throws without an answer. */
+	async probe(network: string, opts: ProbeOptions = {}): Promise<string> {
+		const r = await this.runProbe(network, opts);
+		if (r.seen === undefined) {
 			throw new Error(
 				`probe on network ${network} got no answer (exit ${r.exitCode})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`,
 			);
 		}
-		return seen;
+		return r.seen;
+	}
+
+	/** Like probe(), but undefined when the echo server did not answer (e.g. a router dropped it). */
+	async tryProbe(network: string, opts: ProbeOptions = {}): Promise<string | undefined> {
+		return (await this.runProbe(network, opts)).seen;
+	}
+
+	private async runProbe(network: string, opts: ProbeOptions) {
+		const target = opts.family === 6 ? this.requireEcho6() : this.echoAddress;
+		const script = `printf "GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n" | timeout ${opts.timeoutSeconds ?? 5} nc ${target} 80 | tail -1`;
+		const r = await this.docker(['run', '--rm', '--network', network, PROBE_IMAGE, 'sh', '-c', script], {
+			reject: false,
+			timeout: 60_000,
+		});
+		const seen = r.stdout.trim();
+		return { seen: seen || undefined, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr };
+	}
+
+	private requireEcho6(): string {
+		if (!this.echoAddress6) throw new Error(`sandbox ${this.id} has no IPv6: start it with {ipv6: true} or {topology: 'multihome'}`);
+		return this.echoAddress6;
 	}
 
 	/** Link <configDir>/cli-plugins/docker-egress to the plugin binary. */
@@ -428,7 +767,7 @@ export class Sandbox {
 			}
 			await stopProcess(this.dockerd, this.dockerdPid, 20_000);
 		}
-		if (this.httpdPid !== undefined) await stopProcess(this.httpd, this.httpdPid, 5_000);
+		for (const { child, pid } of this.httpds) if (pid !== undefined) await stopProcess(child, pid, 5_000);
 		this.cleanupSync();
 	}
 
@@ -440,9 +779,9 @@ export class Sandbox {
 		// orphaned containerd or shim, container processes. Identified by namespace, root or
 		// command line (all unique to this sandbox), ended by PID.
 		for (const [child, pid] of [
-			[this.dockerd, this.dockerdPid],
-			[this.httpd, this.httpdPid],
-		] as const) {
+			[this.dockerd, this.dockerdPid] as const,
+			...this.httpds.map(({ child, pid }) => [child, pid] as const),
+		]) {
 			if (child && pid !== undefined && running(child)) kill(pid, 'SIGKILL');
 		}
 		const containers = this.containerIds();
@@ -586,6 +925,38 @@ function execOptions(opts: RunOptions, rejectDefault: boolean): ExecOpts {
 
 async function run(cmd: string, args: string[]): Promise<void> {
 	await execa(cmd, args, { timeout: 30_000 });
+}
+
+/** A command inside a named namespace (setup steps). */
+async function execIn(ns: string, cmd: string, args: string[]): Promise<void> {
+	await execa('nsenter', [`--net=/var/run/netns/${ns}`, cmd, ...args], { timeout: 30_000 });
+}
+
+function validateOptions(options: SandboxOptions): void {
+	const topology = options.topology ?? 'single';
+	if (topology !== 'single' && topology !== 'multihome') throw new Error(`sandbox: unknown topology ${String(topology)}`);
+	if (topology === 'multihome') {
+		if (options.ipv6 === false) throw new Error("sandbox: the 'multihome' topology is always dual-stack (ipv6: false given)");
+		for (const raw of options.extraHostAddresses ?? []) multihomeExtraAddress(raw);
+	} else if (options.uplinkBGatewayRoute) {
+		throw new Error("sandbox: uplinkBGatewayRoute needs {topology: 'multihome'}");
+	}
+}
+
+/** multihome: the uplink an extra address belongs on, and its CIDR (the uplink's prefix by default). */
+function multihomeExtraAddress(raw: string): { uplink: UplinkInfo; cidr: string } {
+	const [address, prefix] = raw.split('/') as [string, string | undefined];
+	const family = isIP(address);
+	for (const uplink of [UPLINK_A, UPLINK_B]) {
+		const subnet = family === 6 ? uplink.subnet6 : uplink.subnet;
+		const [net, bits] = subnet.split('/') as [string, string];
+		const list = new BlockList();
+		list.addSubnet(net, Number(bits), family === 6 ? 'ipv6' : 'ipv4');
+		if (family !== 0 && list.check(address, family === 6 ? 'ipv6' : 'ipv4')) return { uplink, cidr: `${address}/${prefix ?? bits}` };
+	}
+	throw new Error(
+		`sandbox: extra host address ${raw} is in none of the multihome uplink subnets (${[UPLINK_A, UPLINK_B].flatMap((u) => [u.subnet, u.subnet6]).join(', ')})`,
+	);
 }
 
 function randomId(): string {
