@@ -47,7 +47,7 @@ export async function runVerify(options: VerifyOptions, context: Context): Promi
 		throw new NotEgressNetworkError(options.network);
 	}
 
-	const expected = [view.network.sourceIp];
+	const expected = [view.network.sourceIp, ...(view.network.sourceIpv6 === undefined ? [] : [view.network.sourceIpv6])];
 	const run = await docker.runThrowaway({
 		image: options.image,
 		network: view.network.name,
