@@ -24,13 +24,18 @@ type IpAddrJson = Array<{
 type IpRouteJson = Array<{ dst: string; dev?: string; gateway?: string; metric?: number }>;
 
 export async function readHostFacts(): Promise<HostFacts> {
-	const [addrText, routeText] = await Promise.all([runCommand('ip', ['-j', 'addr', 'show']), runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'main'])]);
-	return parseHostFacts(addrText, routeText);
+	const [addrText, routeText, route6Text] = await Promise.all([
+		runCommand('ip', ['-j', 'addr', 'show']),
+		runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'main']),
+		runCommand('ip', ['-j', '-6', 'route', 'show', 'table', 'main']).catch(() => '[]'),
+	]);
+	return parseHostFacts(addrText, routeText, route6Text);
 }
 
-export function parseHostFacts(addrText: string, routeText: string): HostFacts {
+export function parseHostFacts(addrText: string, routeText: string, route6Text = '[]'): HostFacts {
 	const links = JSON.parse(addrText || '[]') as IpAddrJson;
 	const routes = JSON.parse(routeText || '[]') as IpRouteJson;
+	const routes6 = JSON.parse(route6Text || '[]') as IpRouteJson;
 	const addresses = links.flatMap((link) =>
 		(link.addr_info ?? []).flatMap((info): HostAddress[] =>
 			(info.family === 'inet' || info.family === 'inet6') && info.local
@@ -41,13 +46,21 @@ export function parseHostFacts(addrText: string, routeText: string): HostFacts {
 	return {
 		addresses,
 		routes: routes.filter((route) => route.dst !== 'default').map((route) => ({ destination: route.dst, interface: route.dev ?? '' })),
-		mainRoutes: routes.map((route) => ({
-			destination: route.dst,
-			interface: route.dev ?? '',
-			...(route.gateway ? { gateway: route.gateway } : {}),
-			...(route.metric === undefined ? {} : { metric: route.metric }),
-		})),
+		mainRoutes: [
+			...routes.map((route) => mainRoute(route, 'ipv4')),
+			...routes6.map((route) => mainRoute(route, 'ipv6')),
+		],
 		interfaces: links.map((link) => link.ifname),
 		links: links.map((link) => ({ interface: link.ifname, index: link.ifindex ?? 0 })),
+	};
+}
+
+function mainRoute(route: IpRouteJson[number], family: 'ipv4' | 'ipv6'): MainRoute {
+	return {
+		destination: route.dst,
+		interface: route.dev ?? '',
+		family,
+		...(route.gateway ? { gateway: route.gateway } : {}),
+		...(route.metric === undefined ? {} : { metric: route.metric }),
 	};
 }

@@ -11,7 +11,7 @@ export const DEFAULT_STATE_DIR = '/var/lib/docker-egress';
 
 export class StateFileError extends EgressError {}
 
-type StateFile = { version: 1; policies: Record<string, { sourceIp: string; sourceIpv6?: string; via?: string }> };
+type StateFile = { version: 1; policies: Record<string, { sourceIp: string; sourceIpv6?: string; via?: string; via6?: string }> };
 
 export class PolicyStore {
 	readonly file: string;
@@ -42,7 +42,7 @@ export class PolicyStore {
 	async write(policies: Policy[]): Promise<void> {
 		const state: StateFile = {
 			version: 1,
-			policies: Object.fromEntries([...policies].sort((a, b) => (a.network < b.network ? -1 : 1)).map((policy) => [policy.network, { sourceIp: policy.sourceIp, ...(policy.sourceIpv6 ? { sourceIpv6: policy.sourceIpv6 } : {}), ...(policy.via ? { via: policy.via } : {}) }])),
+			policies: Object.fromEntries([...policies].sort((a, b) => (a.network < b.network ? -1 : 1)).map((policy) => [policy.network, { sourceIp: policy.sourceIp, ...(policy.sourceIpv6 ? { sourceIpv6: policy.sourceIpv6 } : {}), ...(policy.via ? { via: policy.via } : {}), ...(policy.via6 ? { via6: policy.via6 } : {}) }])),
 		};
 		await mkdir(this.dir, { recursive: true, mode: 0o755 });
 		const temporary = `${this.file}.${process.pid}.tmp`;
@@ -92,6 +92,7 @@ export function parseState(text: string, file: string): Policy[] {
 			sourceIp: value.sourceIp,
 			...(typeof value.sourceIpv6 === 'string' ? { sourceIpv6: value.sourceIpv6 } : {}),
 			...(typeof value.via === 'string' ? { via: value.via } : {}),
+			...(typeof value.via6 === 'string' ? { via6: value.via6 } : {}),
 		};
 	});
 }

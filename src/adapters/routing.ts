@@ -8,14 +8,16 @@ type IpRuleJson = Array<{ priority?: number; src?: string; srclen?: number; tabl
 type IpRouteJson = Array<{ dst: string; gateway?: string; dev?: string; table?: string; prefsrc?: string; protocol?: string | number }>;
 
 export async function readRouting(): Promise<RoutingPlan> {
-	const [ruleText, routeText] = await Promise.all([
-		runCommand('ip', ['-j', '-4', 'rule', 'show']),
-		runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'all', 'proto', String(ROUTE_PROTOCOL)]),
-	]);
-	return parseRouting(ruleText, routeText);
+	const read = async (family: '-4' | '-6') =>
+		Promise.all([runCommand('ip', ['-j', family, 'rule', 'show']), runCommand('ip', ['-j', family, 'route', 'show', 'table', 'all', 'proto', String(ROUTE_PROTOCOL)])]);
+	const [[ruleText, routeText], six] = await Promise.all([read('-4'), read('-6').catch(() => ['[]', '[]'] as const)]);
+	const v4 = parseRouting(ruleText, routeText);
+	const v6 = parseRouting(six[0], six[1], 'ipv6');
+	return { rules: [...v4.rules, ...v6.rules], routes: [...v4.routes, ...v6.routes] };
 }
 
-export function parseRouting(ruleText: string, routeText: string): RoutingPlan {
+export function parseRouting(ruleText: string, routeText: string, family: 'ipv4' | 'ipv6' = 'ipv4'): RoutingPlan {
+	const tag = family === 'ipv6' ? { family } : {};
 	const ours = (protocol: string | number | undefined) => String(protocol) === String(ROUTE_PROTOCOL);
 	const rules = (JSON.parse(ruleText || '[]') as IpRuleJson)
 		.filter((rule) => ours(rule.protocol) && rule.src && rule.priority !== undefined)
@@ -25,6 +27,7 @@ export function parseRouting(ruleText: string, routeText: string): RoutingPlan {
 				priority: rule.priority!,
 				table: rule.table === 'main' ? 'main' : Number(rule.table),
 				...(rule.suppress_prefixlen === undefined ? {} : { suppressPrefixLength: rule.suppress_prefixlen }),
+				...tag,
 			}),
 		);
 	const routes = (JSON.parse(routeText || '[]') as IpRouteJson)
@@ -37,6 +40,7 @@ export function parseRouting(ruleText: string, routeText: string): RoutingPlan {
 				interface: route.dev ?? '',
 				...(route.gateway ? { gateway: route.gateway } : {}),
 				...(route.prefsrc ? { source: route.prefsrc } : {}),
+				...tag,
 			}),
 		);
 	return { rules, routes };

@@ -25,6 +25,7 @@ export function createBuilder(yargs: Argv): Argv {
 		.option('source-ipv6', { type: 'string', describe: 'Dual stack: address of this host that the network\'s IPv6 traffic egresses from', requiresArg: true })
 		.option('subnet6', { type: 'string', describe: 'IPv6 subnet of the network (with --source-ipv6)', requiresArg: true })
 		.option('via', { type: 'string', describe: 'Gateway of the source IP\'s uplink, if it is not the default route\'s and not in the main table', requiresArg: true })
+		.option('via6', { type: 'string', describe: 'The same for the IPv6 source\'s uplink', requiresArg: true })
 		.option('bridge-name', { type: 'string', describe: 'Linux bridge name (default: the network name when it fits, 15 bytes)', requiresArg: true })
 		.option('label', { type: 'string', array: true, default: [], describe: 'Network label key=value', requiresArg: true })
 		.option('opt', { type: 'string', array: true, default: [], describe: 'Driver option key=value', requiresArg: true })

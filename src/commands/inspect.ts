@@ -57,6 +57,7 @@ export function inspectObject(view: EgressView): Record<string, unknown> {
 		Via: network.via,
 		Bridge: network.bridge,
 		Masquerade: network.masquerade,
+		...(network.uplink6 ? { Uplink6: { Interface: network.uplink6.interface, Gateway: network.uplink6.gateway, Table: network.uplink6.table } } : {}),
 		Uplink: network.uplink ? { Interface: network.uplink.interface, Gateway: network.uplink.gateway, Table: network.uplink.table, RpFilter: view.rpFilter ?? null } : null,
 		Status: view.status,
 		...(network.problem ? { Problem: network.problem } : {}),

@@ -64,7 +64,7 @@ export function lsRow(view: EgressView, noTrunc = false): Row {
 		SourceIP: [network.sourceIp, ...(network.sourceIpv6 === undefined ? [] : [network.sourceIpv6])].join(','),
 		Bridge: network.bridge,
 		Via: network.via,
-		Route: network.uplink ? `${network.uplink.interface} via ${network.uplink.gateway}` : 'main',
+		Route: [network.uplink, network.uplink6].flatMap((uplink) => (uplink ? [`${uplink.interface} via ${uplink.gateway}`] : [])).join(',') || 'main',
 		Status: view.status,
 		Containers: view.containers.length,
 		Masquerade: network.masquerade,

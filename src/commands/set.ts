@@ -14,7 +14,7 @@ import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
 import { failsOpenWarning } from './ls.js';
 
-export type SetOptions = { network: string; sourceIp: string; sourceIpv6?: string; via?: string };
+export type SetOptions = { network: string; sourceIp: string; sourceIpv6?: string; via?: string; via6?: string };
 export type UnsetOptions = { network: string };
 
 export function setBuilder(yargs: Argv): Argv {
@@ -22,6 +22,7 @@ export function setBuilder(yargs: Argv): Argv {
 		.positional('network', { type: 'string', describe: 'Network name (it need not exist yet)', demandOption: true })
 		.option('source-ip', { type: 'string', describe: 'Address of this host that the network egresses from', demandOption: true, requiresArg: true })
 		.option('source-ipv6', { type: 'string', describe: 'Dual stack: the IPv6 egress source (the network needs IPv6)', requiresArg: true })
+		.option('via6', { type: 'string', describe: 'The same for the IPv6 source\'s uplink', requiresArg: true })
 		.option('via', { type: 'string', describe: 'Gateway of the source IP\'s uplink, if it is not the default route\'s and not in the main table', requiresArg: true });
 }
 
@@ -56,7 +57,7 @@ export async function runSet(options: SetOptions, context: Context): Promise<voi
 			}
 		}
 
-		return [...policies.filter((policy) => policy.network !== options.network), { network: options.network, sourceIp: options.sourceIp, ...(options.sourceIpv6 ? { sourceIpv6: options.sourceIpv6 } : {}), ...(options.via ? { via: options.via } : {}) }];
+		return [...policies.filter((policy) => policy.network !== options.network), { network: options.network, sourceIp: options.sourceIp, ...(options.sourceIpv6 ? { sourceIpv6: options.sourceIpv6 } : {}), ...(options.via ? { via: options.via } : {}), ...(options.via6 ? { via6: options.via6 } : {}) }];
 	});
 }
 
@@ -94,9 +95,13 @@ async function changePolicy(context: Context, name: string, change: Change): Pro
 				throw new ValidationError(`--source-ipv6: ${problem6}`);
 			}
 
-			const uplink = uplinkFor({ sourceIp: now.sourceIp, ...(now.via ? { gateway: now.via } : {}) }, { addresses, routes: host.mainRoutes, links: host.links });
-			if (uplink && 'problem' in uplink) {
-				throw new ValidationError(uplink.problem);
+			const facts = { addresses, routes: host.mainRoutes, links: host.links };
+			const uplink = uplinkFor({ sourceIp: now.sourceIp, ...(now.via ? { gateway: now.via } : {}) }, facts);
+			const uplink6 = now.sourceIpv6 === undefined ? undefined : uplinkFor({ sourceIp: now.sourceIpv6, ...(now.via6 ? { gateway: now.via6 } : {}) }, facts, 'ipv6');
+			for (const found of [uplink, uplink6]) {
+				if (found && 'problem' in found) {
+					throw new ValidationError(found.problem);
+				}
 			}
 		}
 

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { ValidationError } from '../errors.js';
 import { canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, parseIpv6Cidr, unusableIpv6Reason, type Cidr, type Cidr6 } from './address.js';
 import { uplinkFor, type Link, type MainRoute } from './routing.js';
-import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, VIA_LABEL, bridgeName, sourceIpv6Problem, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, VIA6_LABEL, VIA_LABEL, bridgeName, sourceIpv6Problem, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
 
 export type CreateRequest = {
 	network: string;
@@ -16,6 +16,8 @@ export type CreateRequest = {
 	bridgeName?: string;
 	/** Gateway of the source IP's uplink, when it is not the default route's and not in the main table. */
 	via?: string;
+	/** The same for the IPv6 source's uplink. */
+	via6?: string;
 	/** Dual stack: the IPv6 egress source, and optionally the network's IPv6 subnet. */
 	sourceIpv6?: string;
 	subnet6?: string;
@@ -31,6 +33,7 @@ export type CreatePlan = {
 	gateway?: string;
 	ipRange?: string;
 	via?: string;
+	via6?: string;
 	sourceIpv6?: string;
 	subnet6?: Cidr6;
 	labels: Record<string, string>;
@@ -93,6 +96,10 @@ export function planCreate(request: CreateRequest): CreatePlan {
 		}
 	}
 
+	if (request.via6 !== undefined && (request.sourceIpv6 === undefined || !parseIpv6Cidr(`${request.via6}/128`))) {
+		throw new ValidationError(`invalid --via6 ${JSON.stringify(request.via6)}: give the IPv6 gateway of --source-ipv6's uplink`);
+	}
+
 	if (request.via !== undefined && !parseIpv4Cidr(`${request.via}/32`)) {
 		throw new ValidationError(`invalid --via ${JSON.stringify(request.via)}: not an IPv4 address`);
 	}
@@ -130,7 +137,9 @@ export function planCreate(request: CreateRequest): CreatePlan {
 			[SOURCE_IP_LABEL]: request.sourceIp,
 			...(request.via === undefined ? {} : { [VIA_LABEL]: request.via }),
 			...(sourceIpv6 === undefined ? {} : { [SOURCE_IPV6_LABEL]: sourceIpv6 }),
+			...(request.via6 === undefined ? {} : { [VIA6_LABEL]: request.via6 }),
 		},
+		...(request.via6 === undefined ? {} : { via6: request.via6 }),
 		...(request.via === undefined ? {} : { via: request.via }),
 		...(sourceIpv6 === undefined ? {} : { sourceIpv6 }),
 		...(subnet6 === undefined ? {} : { subnet6 }),
@@ -284,6 +293,13 @@ export function checkAgainstHost(plan: CreatePlan, host: HostView, networks: Doc
 		const problem6 = sourceIpv6Problem(plan.sourceIpv6, addresses);
 		if (problem6) {
 			throw new ValidationError(`--source-ipv6: ${problem6}`);
+		}
+	}
+
+	if (plan.sourceIpv6 !== undefined) {
+		const uplink6 = uplinkFor({ sourceIp: plan.sourceIpv6, ...(plan.via6 ? { gateway: plan.via6 } : {}) }, { addresses, routes: host.mainRoutes, links: host.links }, 'ipv6');
+		if (uplink6 && 'problem' in uplink6) {
+			throw new ValidationError(uplink6.problem);
 		}
 	}
 

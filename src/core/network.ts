@@ -8,6 +8,7 @@ export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
 export const SOURCE_IPV6_LABEL = 'docker-egress.source-ipv6';
 /** Optional: the gateway of the source IP's uplink, when it cannot be found in the main table. */
 export const VIA_LABEL = 'docker-egress.via';
+export const VIA6_LABEL = 'docker-egress.via6';
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const MASQUERADE_OPTION = 'com.docker.network.bridge.enable_ip_masquerade';
 
@@ -30,7 +31,7 @@ export type HostAddress = {
 };
 
 /** An egress source IP for a network docker egress did not create, by network name. */
-export type Policy = { network: string; sourceIp: string; sourceIpv6?: string; via?: string };
+export type Policy = { network: string; sourceIp: string; sourceIpv6?: string; via?: string; via6?: string };
 
 export type EgressNetwork = {
 	id: string;
@@ -50,8 +51,11 @@ export type EgressNetwork = {
 	masquerade: boolean;
 	/** Gateway asked for (label docker-egress.via or the policy's via). */
 	gateway?: string;
+	/** IPv6 gateway asked for (label docker-egress.via6 or the policy's via6). */
+	gateway6?: string;
 	/** Set by attachUplinks: the uplink table its subnet is routed through, when not the main one. */
 	uplink?: { interface: string; table: number; gateway: string; connected: string };
+	uplink6?: { interface: string; table: number; gateway: string; connected: string };
 	/** Why no rule can be made for it; undefined when the network is valid. */
 	problem?: string;
 };
@@ -106,6 +110,11 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 	const gateway = labelled ? network.labels[VIA_LABEL] : policy?.via;
 	if (gateway) {
 		egress.gateway = gateway;
+	}
+
+	const gateway6 = labelled ? network.labels[VIA6_LABEL] : policy?.via6;
+	if (gateway6) {
+		egress.gateway6 = gateway6;
 	}
 
 	const problem = networkProblem(network, egress, hostAddresses);

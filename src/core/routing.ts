@@ -2,7 +2,8 @@
 // would send such packets out of the default uplink with an address its provider does not own,
 // and anti-spoofing routers (BCP 38) drop them. For each such network we route its subnet
 // through a table of our own that holds that uplink's real routes. Pure: facts come in as values.
-import { cidrContains, parseIpv4Cidr } from './address.js';
+import { isIPv6 } from 'node:net';
+import { canonicalIpv6, cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr } from './address.js';
 import type { EgressNetwork, HostAddress } from './network.js';
 
 /** Routes and rules we own carry this protocol number (see /etc/iproute2/rt_protos). */
@@ -14,7 +15,8 @@ export const RULE_PRIORITY_UPLINK = 10_001;
 /** Table of an uplink: TABLE_BASE + the interface's index. */
 export const TABLE_BASE = 20_000;
 
-export type MainRoute = { destination: string; gateway?: string; interface: string; metric?: number };
+export type Family = 'ipv4' | 'ipv6';
+export type MainRoute = { destination: string; gateway?: string; interface: string; metric?: number; family?: Family };
 export type Link = { interface: string; index: number };
 
 export type RoutingFacts = {
@@ -24,8 +26,8 @@ export type RoutingFacts = {
 	links: Link[];
 };
 
-export type PolicyRule = { from: string; priority: number; table: number | 'main'; suppressPrefixLength?: number };
-export type TableRoute = { table: number; destination: string; gateway?: string; interface: string; source?: string };
+export type PolicyRule = { from: string; priority: number; table: number | 'main'; suppressPrefixLength?: number; family?: Family };
+export type TableRoute = { table: number; destination: string; gateway?: string; interface: string; source?: string; family?: Family };
 
 export type Uplink = { interface: string; table: number; gateway: string; connected: string };
 
@@ -33,41 +35,47 @@ export type Uplink = { interface: string; table: number; gateway: string; connec
  * The uplink a network must be routed through, undefined when the main table already sends its
  * traffic out of the right interface, or a problem when no gateway can be determined.
  */
-export function uplinkFor(network: Pick<EgressNetwork, 'sourceIp' | 'gateway'>, facts: RoutingFacts): Uplink | { problem: string } | undefined {
-	const address = facts.addresses.find((candidate) => candidate.family === 'ipv4' && candidate.address === network.sourceIp);
+export function uplinkFor(network: { sourceIp: string; gateway?: string }, facts: RoutingFacts, family: Family = 'ipv4'): Uplink | { problem: string } | undefined {
+	const v6 = family === 'ipv6';
+	const same = (a: string, b: string) => (v6 ? canonicalIpv6(a) === canonicalIpv6(b) : a === b);
+	const address = facts.addresses.find((candidate) => candidate.family === family && same(candidate.address, network.sourceIp));
 	if (!address) {
 		return undefined;
 	}
 
-	const defaults = facts.routes.filter((route) => route.destination === 'default');
+	const routes = facts.routes.filter((route) => (route.family ?? 'ipv4') === family);
+	const defaults = routes.filter((route) => route.destination === 'default');
 	if (defaults.length === 0 || defaults.some((route) => route.interface === address.interface)) {
 		return undefined;
 	}
 
-	const connected = parseIpv4Cidr(`${address.address}/${address.prefix}`)!;
+	const connectedText = v6 ? parseIpv6Cidr(`${address.address}/${address.prefix}`)!.text : parseIpv4Cidr(`${address.address}/${address.prefix}`)!.text;
+	const onLink = (ip: string) =>
+		v6 ? isIPv6(ip) && cidr6Contains(parseIpv6Cidr(connectedText)!, ip) : Boolean(parseIpv4Cidr(`${ip}/32`)) && cidrContains(parseIpv4Cidr(connectedText)!, ip);
 	const link = facts.links.find((candidate) => candidate.interface === address.interface);
 	if (!link) {
 		return { problem: `interface ${address.interface} of ${address.address} was not found` };
 	}
 
 	let gateway = network.gateway;
+	const flag = v6 ? '--via6' : '--via';
 	if (gateway !== undefined) {
-		if (!parseIpv4Cidr(`${gateway}/32`) || !cidrContains(connected, gateway)) {
-			return { problem: `gateway ${gateway} is not on ${connected.text}, the subnet of ${address.address} on ${address.interface}` };
+		if (!onLink(gateway)) {
+			return { problem: `gateway ${gateway} is not on ${connectedText}, the subnet of ${address.address} on ${address.interface}` };
 		}
 	} else {
-		const viaRoutes = facts.routes
-			.filter((route) => route.interface === address.interface && route.gateway && cidrContains(connected, route.gateway))
+		const viaRoutes = routes
+			.filter((route) => route.interface === address.interface && route.gateway && onLink(route.gateway))
 			.sort((a, b) => Number(b.destination === 'default') - Number(a.destination === 'default') || (a.metric ?? 0) - (b.metric ?? 0));
 		gateway = viaRoutes[0]?.gateway;
 		if (!gateway) {
 			return {
-				problem: `${address.address} is on ${address.interface}, which the default route does not use, and no gateway on ${address.interface} is in the main table; give it with --via GATEWAY`,
+				problem: `${address.address} is on ${address.interface}, which the default route does not use, and no gateway on ${address.interface} is in the main table; give it with ${flag} GATEWAY`,
 			};
 		}
 	}
 
-	return { interface: address.interface, table: TABLE_BASE + link.index, gateway, connected: connected.text };
+	return { interface: address.interface, table: TABLE_BASE + link.index, gateway, connected: connectedText };
 }
 
 /** Gives each valid network its uplink, or a problem when it needs one that cannot be found. */
@@ -77,12 +85,20 @@ export function attachUplinks(networks: EgressNetwork[], facts: RoutingFacts): E
 			return network;
 		}
 
-		const uplink = uplinkFor(network, facts);
-		if (uplink === undefined) {
-			return network;
+		let result = network;
+		const uplink = uplinkFor({ sourceIp: network.sourceIp, ...(network.gateway ? { gateway: network.gateway } : {}) }, facts);
+		if (uplink !== undefined) {
+			result = 'problem' in uplink ? { ...result, problem: uplink.problem } : { ...result, uplink };
 		}
 
-		return 'problem' in uplink ? { ...network, problem: uplink.problem } : { ...network, uplink };
+		if (network.sourceIpv6 !== undefined && !result.problem) {
+			const uplink6 = uplinkFor({ sourceIp: network.sourceIpv6, ...(network.gateway6 ? { gateway: network.gateway6 } : {}) }, facts, 'ipv6');
+			if (uplink6 !== undefined) {
+				result = 'problem' in uplink6 ? { ...result, problem: uplink6.problem } : { ...result, uplink6 };
+			}
+		}
+
+		return result;
 	});
 }
 
@@ -90,16 +106,23 @@ export type RoutingPlan = { rules: PolicyRule[]; routes: TableRoute[] };
 
 /** What the kernel should hold for these networks (after attachUplinks). */
 export function desiredRouting(networks: EgressNetwork[]): RoutingPlan {
-	const entries = networks.flatMap((network) => (network.uplink && !network.problem ? [{ subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink }] : []));
+	const valid = networks.filter((network) => !network.problem);
+	const entries = [
+		...valid.flatMap((network) => (network.uplink ? [{ subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink, family: 'ipv4' as const }] : [])),
+		...valid.flatMap((network) =>
+			network.uplink6 && network.sourceIpv6 ? [{ subnets: network.subnets6, sourceIp: network.sourceIpv6, uplink: network.uplink6, family: 'ipv6' as const }] : [],
+		),
+	];
 	const rules: PolicyRule[] = [];
 	const routes = new Map<string, TableRoute>();
-	for (const { subnets, sourceIp, uplink } of entries) {
+	for (const { subnets, sourceIp, uplink, family } of entries) {
+		const tag = family === 'ipv6' ? { family } : {};
 		for (const subnet of subnets) {
-			rules.push({ from: subnet, priority: RULE_PRIORITY_MAIN, table: 'main', suppressPrefixLength: 0 }, { from: subnet, priority: RULE_PRIORITY_UPLINK, table: uplink.table });
+			rules.push({ from: subnet, priority: RULE_PRIORITY_MAIN, table: 'main', suppressPrefixLength: 0, ...tag }, { from: subnet, priority: RULE_PRIORITY_UPLINK, table: uplink.table, ...tag });
 		}
 
-		const connected: TableRoute = { table: uplink.table, destination: uplink.connected, interface: uplink.interface, source: sourceIp };
-		const defaultRoute: TableRoute = { table: uplink.table, destination: 'default', gateway: uplink.gateway, interface: uplink.interface };
+		const connected: TableRoute = { table: uplink.table, destination: uplink.connected, interface: uplink.interface, source: sourceIp, ...tag };
+		const defaultRoute: TableRoute = { table: uplink.table, destination: 'default', gateway: uplink.gateway, interface: uplink.interface, ...tag };
 		routes.set(routeKey(connected), routes.get(routeKey(connected)) ?? connected);
 		routes.set(routeKey(defaultRoute), defaultRoute);
 	}
@@ -108,11 +131,11 @@ export function desiredRouting(networks: EgressNetwork[]): RoutingPlan {
 }
 
 export function ruleKey(rule: PolicyRule): string {
-	return `${rule.priority} from ${rule.from} lookup ${rule.table}${rule.suppressPrefixLength === undefined ? '' : ` suppress_prefixlength ${rule.suppressPrefixLength}`}`;
+	return `${rule.family === 'ipv6' ? '-6 ' : ''}${rule.priority} from ${rule.from} lookup ${rule.table}${rule.suppressPrefixLength === undefined ? '' : ` suppress_prefixlength ${rule.suppressPrefixLength}`}`;
 }
 
 export function routeKey(route: TableRoute): string {
-	return `table ${route.table} ${route.destination} dev ${route.interface}${route.gateway ? ` via ${route.gateway}` : ''}`;
+	return `${route.family === 'ipv6' ? '-6 ' : ''}table ${route.table} ${route.destination} dev ${route.interface}${route.gateway ? ` via ${route.gateway}` : ''}`;
 }
 
 export type RoutingDiff = { addRules: PolicyRule[]; deleteRules: PolicyRule[]; addRoutes: TableRoute[]; deleteRoutes: TableRoute[] };
@@ -144,6 +167,7 @@ export function isEmptyDiff(diff: RoutingDiff): boolean {
 /** The `ip` argument vectors that carry a diff out: deletions first, then additions. */
 export function routingCommands(diff: RoutingDiff): string[][] {
 	const rule = (verb: string, r: PolicyRule) => [
+		...(r.family === 'ipv6' ? ['-6'] : []),
 		'rule',
 		verb,
 		'from',
@@ -157,6 +181,7 @@ export function routingCommands(diff: RoutingDiff): string[][] {
 		String(ROUTE_PROTOCOL),
 	];
 	const route = (verb: string, r: TableRoute) => [
+		...(r.family === 'ipv6' ? ['-6'] : []),
 		'route',
 		verb,
 		r.destination,

@@ -118,6 +118,36 @@ test.serial('a dual-stack network egresses from its IPv4 and its IPv6 source', a
 	t.notRegex((await sb.exec('ip6tables-save', ['-t', 'nat'])).stdout, /2001:db8:1::/);
 });
 
+test.serial('refused: an IPv6 source on uplink B without --via6', refused, ['create', 'z_m_x', '--source-ip', '192.0.2.11', '--source-ipv6', '2001:db8:b::11', '--subnet6', '2001:db8:3::/64'], /2001:db8:b::11 is on eg-h2, which the default route does not use.*--via6 GATEWAY/);
+
+test.serial('dual stack through uplink B: policy routing for both families', async (t) => {
+	const sb = sandbox();
+	const r = await sb.egress([
+		'create',
+		'z_m_b6',
+		'--source-ip',
+		'198.51.100.12',
+		'--via',
+		'198.51.100.254',
+		'--source-ipv6',
+		'2001:db8:b::11',
+		'--via6',
+		'2001:db8:b::254',
+		'--subnet',
+		'10.153.0.0/24',
+		'--subnet6',
+		'2001:db8:2::/64',
+	]);
+	t.is(r.exitCode, 0, r.stderr);
+	t.is(await sb.probe('z_m_b6'), '198.51.100.12');
+	t.is(await sb.probe('z_m_b6', { family: 6 }), '2001:db8:b::11');
+	const rules6 = (await sb.exec('ip', ['-6', 'rule', 'show'])).stdout;
+	t.regex(rules6, /10001:\s+from 2001:db8:2::\/64 lookup 2\d{4} proto 211/);
+	t.is((await sb.egress(['ls', '--format', '{{.Route}} {{.Status}}'])).stdout.trim(), 'eg-h2 via 198.51.100.254,eg-h2 via 2001:db8:b::254 active');
+	t.is((await sb.egress(['rm', 'z_m_b6'])).exitCode, 0);
+	t.notRegex((await sb.exec('ip', ['-6', 'rule', 'show'])).stdout, /proto 211/);
+});
+
 async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
 	const deadline = Date.now() + timeoutMs;
 	while (!(await condition())) {
