@@ -1,22 +1,19 @@
 // Deletes the connection-tracking entries of a subnet, so flows that were translated to an old
 // source address are translated afresh (with the new rule) instead of keeping the old mapping.
+import { execa } from 'execa';
 import { CommandError } from '../errors.js';
-import { runCommand } from './run.js';
+import { debug } from '../log.js';
 
-/** Returns how many entries were deleted. */
+/** Returns how many entries were deleted. conntrack prints that count on stderr. */
 export async function forgetFlows(subnet: string): Promise<number> {
-	try {
-		return deletedCount(await runCommand('conntrack', ['-D', '-s', subnet]));
-	} catch (error) {
-		// conntrack exits 1 when it deleted nothing; that is not a failure.
-		if (error instanceof CommandError && /0 flow entries have been deleted/.test(error.stderr)) {
-			return 0;
-		}
-
-		throw error;
+	const args = ['-D', '-s', subnet];
+	debug(`exec: conntrack ${args.join(' ')}`);
+	const result = await execa('conntrack', args, { reject: false });
+	const count = /(\d+) flow entries have been deleted/.exec(`${result.stderr}\n${result.stdout}`)?.[1];
+	// It exits 1 when it deleted nothing; that is not a failure.
+	if (count === undefined) {
+		throw new CommandError(`conntrack ${args.join(' ')}`, result.stderr || String(result.message ?? ''), result);
 	}
-}
 
-function deletedCount(output: string): number {
-	return Number(/(\d+) flow entries have been deleted/.exec(output)?.[1] ?? 0);
+	return Number(count);
 }
