@@ -16,6 +16,14 @@ export async function run(argv: string[]): Promise<number> {
 		const { flags, args } = splitGlobalFlags(argv);
 		setLogLevel(flags.debug ? 'debug' : flags.logLevel);
 		const signal = watchForStop();
+		if (args[0] === '__complete' || args[0] === '__completeNoDesc') {
+			const { runComplete } = await import('./complete.js');
+			const words = args[1] === 'egress' ? args.slice(2) : args.slice(1);
+			const context = createContext(resolveEndpoint(flags), signal);
+			await runComplete(words, context, args[0] === '__complete');
+			return 0;
+		}
+
 		await parse(args, flags, signal);
 		return 0;
 	} catch (error) {

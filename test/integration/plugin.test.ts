@@ -151,6 +151,27 @@ test.serial('a direct SIGTERM stops the plugin too', async (t) => {
 	}
 });
 
+test.serial('shell completion through the CLI: docker egress rm <TAB> offers egress networks', async (t) => {
+	const sb = sandbox();
+	sb.installPlugin();
+	for (const [name, subnet] of [
+		['z_c1', '10.96.0.0/24'],
+		['z_c2', '10.96.1.0/24'],
+	] as const) {
+		t.is((await sb.egress(['create', name, '--source-ip', '192.0.2.12', '--subnet', subnet])).exitCode, 0);
+	}
+
+	// The CLI hands completion to the plugin as `docker-egress __complete egress rm z_c`.
+	const env = { DOCKER_HOST: sb.dockerHost };
+	const rm = await sb.docker(['__complete', 'egress', 'rm', 'z_c'], { env });
+	t.deepEqual(rm.stdout.trim().split('\n'), ['z_c1', 'z_c2', ':4']);
+	const commands = await sb.docker(['__complete', 'egress', 'sy'], { env });
+	t.regex(commands.stdout, /^sync\tMake the firewall match/m);
+	for (const name of ['z_c1', 'z_c2']) {
+		t.is((await sb.egress(['rm', name])).exitCode, 0);
+	}
+});
+
 test('the executable runs without node_modules or a Node.js install', async (t) => {
 	const r = await execa('env', ['-i', pluginBinary(), 'egress', '--help'], { cwd: '/', reject: false });
 	t.is(r.exitCode, 0, r.stderr);
