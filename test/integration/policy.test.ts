@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import anyTest, { type ExecutionContext } from 'ava';
 import { PRIMARY_ADDRESS, useSandbox, type Run, type Sandbox } from '../helpers/sandbox.js';
-import { egressRules, saveTable } from './firewall.js';
+import { egressRules, eventually, ruleFor, rulesOf, saveTable, sleep, waitForNoRule, waitForRule } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest);
 
@@ -44,36 +44,6 @@ async function plainNetwork(sb: Sandbox, name: string, subnet: string): Promise<
 /** A file's text, or '' when it does not exist. */
 function readOrEmpty(path: string): string {
 	return existsSync(path) ? readFileSync(path, 'latin1') : '';
-}
-
-function sleep(ms: number): Promise<void> {
-	return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function eventually<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await read();
-		if (ok(value)) return value;
-		if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms; last seen:\n${JSON.stringify(value, null, 2)}`);
-		await sleep(100);
-	}
-}
-
-function ruleFor(rules: string[], subnet: string, ip: string): boolean {
-	return rules.some((line) => line.includes(` -s ${subnet} `) && line.endsWith(`--to-source ${ip}`));
-}
-
-function rulesOf(rules: string[], subnet: string): string[] {
-	return rules.filter((line) => line.includes(` -s ${subnet} `));
-}
-
-async function waitForRule(sb: Sandbox, subnet: string, ip: string, timeoutMs = 10_000): Promise<void> {
-	await eventually(`rule ${subnet} -> ${ip}`, () => egressRules(sb), (rules) => ruleFor(rules, subnet, ip), timeoutMs);
-}
-
-async function waitForNoRule(sb: Sandbox, subnet: string, timeoutMs = 10_000): Promise<void> {
-	await eventually(`no rule for ${subnet}`, () => egressRules(sb), (rules) => rulesOf(rules, subnet).length === 0, timeoutMs);
 }
 
 type LsRow = Record<string, unknown>;

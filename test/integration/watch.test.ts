@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import anyTest, { type ExecutionContext } from 'ava';
 import { execa, type ResultPromise } from 'execa';
 import { useSandbox, type Run, type Sandbox } from '../helpers/sandbox.js';
-import { egressRules, postrouting } from './firewall.js';
+import { egressRules, eventually, postrouting, ruleFor, sleep, waitForNoRule, waitForRule } from './firewall.js';
 
 // A dockerd this file started itself (the daemon-restart test). The sandbox only knows the one it
 // started, so this one must be stopped here (else the sandbox's teardown SIGKILLs it).
@@ -176,33 +176,6 @@ async function startWatch(t: ExecutionContext, sb: Sandbox, options: WatchOption
 	});
 	if (options.waitStarted ?? true) await watch.waitFor('watch started', {}, 30_000);
 	return watch;
-}
-
-function sleep(ms: number): Promise<void> {
-	return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `read` every 100 ms until `ok` holds; throws with the last value after `timeoutMs`. */
-async function eventually<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await read();
-		if (ok(value)) return value;
-		if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms; last seen:\n${JSON.stringify(value, null, 2)}`);
-		await sleep(100);
-	}
-}
-
-function ruleFor(rules: string[], subnet: string, ip: string): boolean {
-	return rules.some((line) => line.includes(` -s ${subnet} `) && line.endsWith(`--to-source ${ip}`));
-}
-
-async function waitForRule(sb: Sandbox, subnet: string, ip: string, timeoutMs = 10_000): Promise<void> {
-	await eventually(`rule ${subnet} -> ${ip}`, () => egressRules(sb), (rules) => ruleFor(rules, subnet, ip), timeoutMs);
-}
-
-async function waitForNoRule(sb: Sandbox, subnet: string, timeoutMs = 10_000): Promise<void> {
-	await eventually(`no rule for ${subnet}`, () => egressRules(sb), (rules) => !rules.some((line) => line.includes(` -s ${subnet} `)), timeoutMs);
 }
 
 /** `docker network create` with the label, masquerade off and an explicit subnet. */
