@@ -63,6 +63,14 @@ check:
 test: $(EXE) $(TSC_STAMP)
 	$(AVA) $(AVA_FLAGS)
 
+# Benchmarks of issue 5 (start-up, sync at scale, watch latency and memory) on the real-Docker
+# sandbox of the tests, so they need what `make test` needs (root, dockerd, ...). About 15 minutes;
+# prints a table and writes bench/results/latest.json. BENCH_FLAGS=--quick: a 2-minute trial run.
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: $(EXE) $(TSC_STAMP)
+	$(NODE) bench/run.mjs $(BENCH_FLAGS)
+
 install: $(EXE)
 	install -D -m 0755 $(EXE) "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"
 
