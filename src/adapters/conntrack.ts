@@ -1,6 +1,5 @@
 // Deletes the connection-tracking entries of a subnet, so flows that were translated to an old
 // source address are translated afresh (with the new rule) instead of keeping the old mapping.
-import { execa } from 'execa';
 import { CommandError } from '../errors.js';
 import { debug } from '../log.js';
 
@@ -8,6 +7,7 @@ import { debug } from '../log.js';
 export async function forgetFlows(subnet: string): Promise<number> {
 	const args = ['-D', '-s', subnet];
 	debug(`exec: conntrack ${args.join(' ')}`);
+	const { execa } = await import('execa');
 	const result = await execa('conntrack', args, { reject: false });
 	const count = /(\d+) flow entries have been deleted/.exec(`${result.stderr}\n${result.stdout}`)?.[1];
 	// It exits 1 when it deleted nothing; that is not a failure.

@@ -30,11 +30,17 @@ export class DockerClient {
 		readonly endpoint: Endpoint,
 	) {}
 
-	/** Connects (dockerode is loaded only here) and pings, so an unreachable daemon fails early. */
-	static async connect(endpoint: Endpoint): Promise<DockerClient> {
+	/**
+	 * A client (dockerode is loaded only here). With `ping`, an unreachable daemon fails here;
+	 * without, at the first call (one round trip less for short-lived commands).
+	 */
+	static async connect(endpoint: Endpoint, options: { ping?: boolean } = {}): Promise<DockerClient> {
 		const { default: Docker } = await import('dockerode');
 		const client = new DockerClient(new Docker(dockerodeOptions(endpoint)), endpoint);
-		await client.call('ping', async () => client.api.ping());
+		if (options.ping) {
+			await client.call('ping', async () => client.api.ping());
+		}
+
 		return client;
 	}
 

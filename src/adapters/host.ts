@@ -1,7 +1,6 @@
 // The host's addresses, routes and interfaces, read with `ip -j` (iproute2's JSON output).
 import type { HostAddress } from '../core/network.js';
 import type { Link, MainRoute } from '../core/routing.js';
-import { runCommand } from './run.js';
 
 export type HostRoute = { destination: string; interface: string };
 
@@ -24,12 +23,8 @@ type IpAddrJson = Array<{
 type IpRouteJson = Array<{ dst: string; dev?: string; gateway?: string; metric?: number }>;
 
 export async function readHostFacts(): Promise<HostFacts> {
-	const [addrText, routeText, route6Text] = await Promise.all([
-		runCommand('ip', ['-j', 'addr', 'show']),
-		runCommand('ip', ['-j', '-4', 'route', 'show', 'table', 'main']),
-		runCommand('ip', ['-j', '-6', 'route', 'show', 'table', 'main']).catch(() => '[]'),
-	]);
-	return parseHostFacts(addrText, routeText, route6Text);
+	const { readIpState } = await import('./ip-state.js');
+	return (await readIpState()).host;
 }
 
 export function parseHostFacts(addrText: string, routeText: string, route6Text = '[]'): HostFacts {

@@ -9,7 +9,15 @@ export type Flavour = 'nft' | 'legacy';
 export type Family = 'ipv4' | 'ipv6';
 
 export class Firewall {
-	constructor(readonly flavour: Flavour) {}
+	/** The IPv4 nat table as read while detecting the flavour, served to the first readNat(). */
+	private primed: string | undefined;
+
+	constructor(
+		readonly flavour: Flavour,
+		primed?: string,
+	) {
+		this.primed = primed;
+	}
 
 	/**
 	 * Picks the flavour whose nat table holds Docker's chains; without any, the one the
@@ -26,7 +34,7 @@ export class Firewall {
 		const saves = await Promise.all(flavours.map(async (flavour) => readSave(flavour).catch(() => '')));
 		const withDocker = flavours.filter((_, i) => /^:DOCKER /m.test(saves[i]!));
 		if (withDocker.length === 1) {
-			return new Firewall(withDocker[0]!);
+			return new Firewall(withDocker[0]!, saves[flavours.indexOf(withDocker[0]!)]);
 		}
 
 		const version = await runCommand('iptables', ['--version']).catch(() => '');
@@ -36,6 +44,12 @@ export class Firewall {
 	}
 
 	async readNat(family: Family = 'ipv4'): Promise<NatState> {
+		if (family === 'ipv4' && this.primed !== undefined) {
+			const text = this.primed;
+			this.primed = undefined;
+			return parseNatState(text);
+		}
+
 		return parseNatState(await readSave(this.flavour, family));
 	}
 

@@ -8,12 +8,8 @@ type IpRuleJson = Array<{ priority?: number; src?: string; srclen?: number; tabl
 type IpRouteJson = Array<{ dst: string; gateway?: string; dev?: string; table?: string; prefsrc?: string; protocol?: string | number }>;
 
 export async function readRouting(): Promise<RoutingPlan> {
-	const read = async (family: '-4' | '-6') =>
-		Promise.all([runCommand('ip', ['-j', family, 'rule', 'show']), runCommand('ip', ['-j', family, 'route', 'show', 'table', 'all', 'proto', String(ROUTE_PROTOCOL)])]);
-	const [[ruleText, routeText], six] = await Promise.all([read('-4'), read('-6').catch(() => ['[]', '[]'] as const)]);
-	const v4 = parseRouting(ruleText, routeText);
-	const v6 = parseRouting(six[0], six[1], 'ipv6');
-	return { rules: [...v4.rules, ...v6.rules], routes: [...v4.routes, ...v6.routes] };
+	const { readIpState } = await import('./ip-state.js');
+	return (await readIpState()).routing;
 }
 
 export function parseRouting(ruleText: string, routeText: string, family: 'ipv4' | 'ipv6' = 'ipv4'): RoutingPlan {

@@ -2,7 +2,8 @@
 // addresses and routes, the nat table, our routing rules), compute what it asks for, and apply
 // the difference: the nat chain as one iptables-restore transaction, then the policy-routing
 // rules and tables. create, rm, set, unset, sync — and watch — all end here.
-import { applyRouting, readRouting } from '../adapters/routing.js';
+import { readIpState } from '../adapters/ip-state.js';
+import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
@@ -36,16 +37,15 @@ export type SyncResult = ObservedState & {
 
 export async function observe(context: Context): Promise<ObservedState> {
 	const [docker, firewall] = await Promise.all([context.docker(), context.firewall()]);
-	const [dockerNetworks, host, nat, nat6, policies, routing] = await Promise.all([
+	const [dockerNetworks, { host, routing }, nat, nat6, policies] = await Promise.all([
 		docker.listNetworks(),
-		context.host(),
+		readIpState(),
 		firewall.readNat(),
 		firewall.readNat('ipv6').catch((error: unknown) => {
 			debug(`ip6tables nat table not readable: ${(error as Error).message}`);
 			return undefined;
 		}),
 		context.policies.read(),
-		readRouting(),
 	]);
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
 	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies), { addresses, routes: host.mainRoutes, links: host.links });

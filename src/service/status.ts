@@ -5,7 +5,8 @@ import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
 import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules, isRuleActive, parseNatState, ruleText } from '../core/rules.js';
-import { readRouting, rpFilter } from '../adapters/routing.js';
+import { readIpState } from '../adapters/ip-state.js';
+import { rpFilter } from '../adapters/routing.js';
 import { attachUplinks, isRoutingActive } from '../core/routing.js';
 import type { Context } from './context.js';
 
@@ -23,15 +24,16 @@ export type EgressView = {
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const docker = await context.docker();
 	const local = isLocalEndpoint(context.endpoint);
-	const [dockerNetworks, containers, host, nat, nat6, policies, routing] = await Promise.all([
+	const [dockerNetworks, containers, ipState, nat, nat6, policies] = await Promise.all([
 		docker.listNetworks(),
 		docker.containersOnNetworks(),
-		local ? context.host() : undefined,
+		local ? readIpState() : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat('ipv6').catch(() => parseNatState(''))) : undefined,
 		local ? context.policies.read() : [],
-		local ? readRouting() : undefined,
 	]);
+	const host = ipState?.host;
+	const routing = ipState?.routing;
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
 	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;

@@ -61,7 +61,7 @@ export class Watcher {
 
 			signal.addEventListener('abort', stop, { once: true });
 			try {
-				this.client = await DockerClient.connect(this.context.endpoint);
+				this.client = await DockerClient.connect(this.context.endpoint, { ping: true });
 				const events = this.client.networkEvents(connection.signal);
 				const first = events.next(); // subscribe before reconciling: no event falls in between
 				if (this.daemonLost) {
