@@ -1,6 +1,6 @@
 // One read of everything `ip` knows that we need (addresses, main routes, our rules and tables),
-// in three `ip -j -batch` processes instead of one process per question: start-up time matters,
-// since every docker egress command is also a fresh process.
+// in one `ip -j -batch` process per address family instead of one process per question: start-up
+// time matters, since every docker egress command is also a fresh process.
 import type { HostFacts } from './host.js';
 import { parseHostFacts } from './host.js';
 import { parseRouting } from './routing.js';
@@ -10,22 +10,29 @@ import { runCommand } from './run.js';
 
 export type IpState = { host: HostFacts; routing: RoutingPlan };
 
-const perFamily = ['route show table main', 'rule show', `route show table all proto ${ROUTE_PROTOCOL}`];
+const perFamily = ['addr show', 'route show table main', 'rule show', `route show table all proto ${ROUTE_PROTOCOL}`, 'link show'];
 
 export async function readIpState(): Promise<IpState> {
-	const [addresses, four, six] = await Promise.all([
-		runCommand('ip', ['-j', 'addr', 'show']),
+	const [four, six] = await Promise.all([
 		batch('-4'),
-		batch('-6').catch(() => ['[]', '[]', '[]']), // no IPv6 on this host
+		batch('-6').catch(() => ['[]', '[]', '[]', '[]', '[]']), // no IPv6 on this host
 	]);
-	const [routes4 = '[]', rules4 = '[]', ours4 = '[]'] = four;
-	const [routes6 = '[]', rules6 = '[]', ours6 = '[]'] = six;
+	const [addresses4 = '[]', routes4 = '[]', rules4 = '[]', ours4 = '[]', links = '[]'] = four;
+	const [addresses6 = '[]', routes6 = '[]', rules6 = '[]', ours6 = '[]'] = six;
 	const v4 = parseRouting(rules4, ours4);
 	const v6 = parseRouting(rules6, ours6, 'ipv6');
 	return {
-		host: parseHostFacts(addresses, routes4, routes6),
+		host: mergeFamilies(parseHostFacts(addresses4, routes4, routes6), parseHostFacts(addresses6, '[]'), parseHostFacts(links, '[]')),
 		routing: { rules: [...v4.rules, ...v6.rules], routes: [...v4.routes, ...v6.routes] },
 	};
+}
+
+/**
+ * Addresses come per family (`-4 addr show` lists only IPv4 ones, and only interfaces that have
+ * one): put both together, with every interface from `link show`.
+ */
+function mergeFamilies(four: HostFacts, six: HostFacts, all: HostFacts): HostFacts {
+	return { ...four, addresses: [...four.addresses, ...six.addresses], interfaces: all.interfaces, links: all.links };
 }
 
 /** `ip -j -4|-6 -batch -`: one JSON document per line, one line per command. */

@@ -24,12 +24,11 @@ export type EgressView = {
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const docker = await context.docker();
 	const local = isLocalEndpoint(context.endpoint);
-	const [dockerNetworks, containers, ipState, nat, nat6, policies] = await Promise.all([
+	const [dockerNetworks, containers, ipState, nat, policies] = await Promise.all([
 		docker.listNetworks(),
 		docker.containersOnNetworks(),
 		local ? readIpState() : undefined,
 		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
-		local ? context.firewall().then(async (firewall) => firewall.readNat('ipv6').catch(() => parseNatState(''))) : undefined,
 		local ? context.policies.read() : [],
 	]);
 	const host = ipState?.host;
@@ -37,6 +36,8 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
 	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
+	// ip6tables only where some network egresses over IPv6: one process less for everyone else.
+	const nat6 = !local ? undefined : networks.some((network) => network.sourceIpv6 !== undefined) ? await (await context.firewall()).readNat('ipv6').catch(() => parseNatState('')) : parseNatState('');
 	const rpFilters = new Map<string, number | undefined>();
 	for (const network of networks) {
 		if (network.uplink && !rpFilters.has(network.uplink.interface)) {
