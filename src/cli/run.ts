@@ -31,12 +31,28 @@ export async function run(argv: string[]): Promise<number> {
 	}
 }
 
+/** A command's module is loaded only when that command runs (or its help is asked for). */
+type CommandModule = { builder: (yargs: Argv) => Argv; handler: Handler };
+const load = {
+	create: async () => import('../commands/create.js').then((m): CommandModule => ({ builder: m.createBuilder, handler: m.runCreate })),
+	ls: async () => import('../commands/ls.js').then((m): CommandModule => ({ builder: m.lsBuilder, handler: m.runLs })),
+	inspect: async () => import('../commands/inspect.js').then((m): CommandModule => ({ builder: m.inspectBuilder, handler: m.runInspect })),
+	rm: async () => import('../commands/rm.js').then((m): CommandModule => ({ builder: m.rmBuilder, handler: m.runRm })),
+	sync: async () => import('../commands/sync.js').then((m): CommandModule => ({ builder: m.syncBuilder, handler: m.runSync })),
+	watch: async () => import('../commands/watch.js').then((m): CommandModule => ({ builder: m.watchBuilder, handler: m.runWatch })),
+	set: async () => import('../commands/set.js').then((m): CommandModule => ({ builder: m.setBuilder, handler: m.runSet })),
+	unset: async () => import('../commands/set.js').then((m): CommandModule => ({ builder: m.unsetBuilder, handler: m.runUnset })),
+	verify: async () => import('../commands/verify.js').then((m): CommandModule => ({ builder: m.verifyBuilder, handler: m.runVerify })),
+	version: async () => import('../commands/version.js').then((m): CommandModule => ({ builder: m.versionBuilder, handler: m.runVersion })),
+} as const;
+
 async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): Promise<void> {
 	const { default: yargs } = await import('yargs');
-	const commands = await import('../commands/index.js');
+	const builder = (name: keyof typeof load) => async (y: Argv) => (await load[name]()).builder(y);
 	const bind =
-		(handler: Handler) =>
+		(name: keyof typeof load) =>
 		async (options: unknown): Promise<void> => {
+			const { handler } = await load[name]();
 			const context = createContext(resolveEndpoint(flags), signal, (options as { stateDir?: string }).stateDir);
 			await handler(options as never, context);
 		};
@@ -44,16 +60,16 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 	const parser: Argv = yargs(args)
 		.scriptName('docker egress')
 		.usage(`Usage:  docker egress COMMAND\n\n${parsedMetadata().ShortDescription}`)
-		.command('create <network>', 'Create a bridge network that egresses from a fixed source IP', commands.createBuilder, bind(commands.runCreate))
-		.command(['ls', 'list'], 'List egress networks and the state of their rules', commands.lsBuilder, bind(commands.runLs))
-		.command('inspect <networks..>', 'Show egress networks in detail (JSON)', commands.inspectBuilder, bind(commands.runInspect))
-		.command(['rm <networks..>', 'remove'], 'Remove egress networks and their rules', commands.rmBuilder, bind(commands.runRm))
-		.command('sync', 'Make the firewall match the egress networks (one reconcile)', commands.syncBuilder, bind(commands.runSync))
-		.command('watch', 'Keep every egress rule right: reconcile on Docker events and heal drift (runs until stopped)', commands.watchBuilder, bind(commands.runWatch))
-		.command('set <network>', 'Set the egress source IP of a network docker egress did not create (a policy)', commands.setBuilder, bind(commands.runSet))
-		.command('unset <network>', 'Remove the egress policy of a network', commands.unsetBuilder, bind(commands.runUnset))
-		.command('verify <network>', 'Check from a throwaway container which address the network really egresses from', commands.verifyBuilder, bind(commands.runVerify))
-		.command('version', 'Show the plugin, Docker API and iptables versions', commands.versionBuilder, bind(commands.runVersion))
+		.command('create <network>', 'Create a bridge network that egresses from a fixed source IP', builder('create'), bind('create'))
+		.command(['ls', 'list'], 'List egress networks and the state of their rules', builder('ls'), bind('ls'))
+		.command('inspect <networks..>', 'Show egress networks in detail (JSON)', builder('inspect'), bind('inspect'))
+		.command(['rm <networks..>', 'remove'], 'Remove egress networks and their rules', builder('rm'), bind('rm'))
+		.command('sync', 'Make the firewall match the egress networks (one reconcile)', builder('sync'), bind('sync'))
+		.command('watch', 'Keep every egress rule right: reconcile on Docker events and heal drift (runs until stopped)', builder('watch'), bind('watch'))
+		.command('set <network>', 'Set the egress source IP of a network docker egress did not create (a policy)', builder('set'), bind('set'))
+		.command('unset <network>', 'Remove the egress policy of a network', builder('unset'), bind('unset'))
+		.command('verify <network>', 'Check from a throwaway container which address the network really egresses from', builder('verify'), bind('verify'))
+		.command('version', 'Show the plugin, Docker API and iptables versions', builder('version'), bind('version'))
 		.option('state-dir', { type: 'string', global: true, describe: 'Where policies are kept (default $DOCKER_EGRESS_STATE_DIR or /var/lib/docker-egress)', requiresArg: true })
 		.demandCommand(1, 'docker egress needs a command; see docker egress --help')
 		.recommendCommands()
