@@ -117,6 +117,31 @@ const lazyDockerModemSsh = {
 };
 
 /**
+ * dockerode's util.js requires tar-fs (with tar-stream, bl, readable-stream…), @balena/dockerignore
+ * and zlib at load time, for building image contexts only. Require them where they are used, so
+ * that every command does not evaluate them.
+ */
+const lazyDockerodeBuildContext = {
+	name: 'lazy-dockerode-build-context',
+	setup(build) {
+		build.onLoad({ filter: /[\\/]node_modules[\\/]dockerode[\\/]lib[\\/]util\.js$/, namespace: 'file' }, (args) => {
+			const source = readFileSync(args.path, 'utf8');
+			const lazy = {
+				"var DockerIgnore = require('@balena/dockerignore');": "var DockerIgnore = function () { return require('@balena/dockerignore').apply(this, arguments); };",
+				"var tar = require('tar-fs');": "var tar = { pack: function () { return require('tar-fs').pack.apply(this, arguments); } };",
+				"var zlib = require('zlib');": "var zlib = { createGzip: function () { return require('zlib').createGzip.apply(this, arguments); } };",
+			};
+			let contents = source;
+			for (const [eager, deferred] of Object.entries(lazy)) {
+				if (!contents.includes(eager)) throw new Error(`dockerode/lib/util.js changed: no \`${eager}\` (update lazyDockerodeBuildContext)`);
+				contents = contents.replace(eager, deferred);
+			}
+			return { loader: 'js', resolveDir: dirname(args.path), contents };
+		});
+	},
+};
+
+/**
  * string-width (used by yargs' cliui for help layout) builds a very large emoji regular
  * expression when it is loaded, which costs tens of milliseconds on every start. Our help text is
  * plain: a small width function (ANSI stripped, combining marks zero, East Asian wide and emoji
@@ -175,7 +200,7 @@ async function bundle() {
 		},
 		banner: { js: 'var __importMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
 		logOverride: { 'empty-import-meta': 'silent' },
-		plugins: [stubOptionalModules, stubDockerodeBuildSupport, lazyDockerModemSsh, lightStringWidth],
+		plugins: [stubOptionalModules, stubDockerodeBuildSupport, lazyDockerModemSsh, lazyDockerodeBuildContext, lightStringWidth],
 	});
 	writeFileSync(join(outdir, `${opts.name}.meta.json`), JSON.stringify(result.metafile));
 	// Inside the SEA, require() only loads builtins: anything else left external (typically a
