@@ -2,7 +2,7 @@
 // and the one rule that changing commands need the local daemon.
 import type { DockerClient } from '../adapters/docker.js';
 import { isLocalEndpoint, type Endpoint } from '../adapters/endpoint.js';
-import type { Firewall } from '../adapters/iptables.js';
+import { Firewall } from '../adapters/iptables.js';
 import type { HostFacts } from '../adapters/host.js';
 import { PolicyStore } from '../adapters/policy-store.js';
 import { RemoteEndpointError } from '../errors.js';
@@ -37,8 +37,7 @@ export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?
 			return docker;
 		},
 		async firewall() {
-			const { Firewall } = await import('../adapters/iptables.js');
-			firewall ??= Firewall.detect();
+			firewall ??= Firewall.detect(); // starts its first read within this call (see loadCommandRunner)
 			return firewall;
 		},
 		async host() {

@@ -4,6 +4,7 @@
 // rules and tables. create, rm, set, unset, sync — and watch — all end here.
 import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
+import { loadCommandRunner } from '../adapters/run.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
@@ -36,21 +37,27 @@ export type SyncResult = ObservedState & {
 };
 
 export async function observe(context: Context): Promise<ObservedState> {
-	const [docker, firewall] = await Promise.all([context.docker(), context.firewall()]);
+	await loadCommandRunner(); // from here on, processes start within the calls below
+	// The host's processes (iptables-save, ip) start first and run while the Docker client loads:
+	// it is loaded only after this synchronous turn.
+	const firewall = context.firewall();
+	const docker = Promise.resolve().then(async () => context.docker());
 	const [dockerNetworks, { host, routing }, nat, nat6, policies] = await Promise.all([
-		docker.listNetworks(),
+		docker.then(async (client) => client.listNetworks()),
 		readIpState(),
-		firewall.readNat(),
-		firewall.readNat('ipv6').catch((error: unknown) => {
-			debug(`ip6tables nat table not readable: ${(error as Error).message}`);
-			return undefined;
-		}),
+		firewall.then(async (fw) => fw.readNat()),
+		firewall.then(async (fw) =>
+			fw.readNat('ipv6').catch((error: unknown) => {
+				debug(`ip6tables nat table not readable: ${(error as Error).message}`);
+				return undefined;
+			}),
+		),
 		context.policies.read(),
 	]);
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
 	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies), { addresses, routes: host.mainRoutes, links: host.links });
 	if (!nat6 && networks.some((network) => network.sourceIpv6 !== undefined && !network.problem)) {
-		await firewall.readNat('ipv6'); // throws the real error: IPv6 egress needs ip6tables
+		await (await firewall).readNat('ipv6'); // throws the real error: IPv6 egress needs ip6tables
 	}
 
 	return { dockerNetworks, policies, networks, nat, nat6: nat6 ?? parseNatState(''), routing };

@@ -6,6 +6,7 @@ import type { ContainerOnNetwork } from '../adapters/docker.js';
 import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules, isRuleActive, parseNatState, ruleText } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
+import { loadCommandRunner } from '../adapters/run.js';
 import { rpFilter } from '../adapters/routing.js';
 import { attachUplinks, isRoutingActive } from '../core/routing.js';
 import type { Context } from './context.js';
@@ -22,14 +23,28 @@ export type EgressView = {
 };
 
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
-	const docker = await context.docker();
 	const local = isLocalEndpoint(context.endpoint);
+	if (local) {
+		await loadCommandRunner(); // from here on, processes start within the calls below
+	}
+
+	// The host's processes (iptables-save, ip) start first and run while the Docker client loads:
+	// it is loaded only after this synchronous turn.
+	const firewall = local ? context.firewall() : undefined;
+	const docker = Promise.resolve().then(async () => context.docker());
+	const listed = docker.then(async (client) => client.listNetworks());
+	const policiesRead = local ? context.policies.read() : Promise.resolve([]);
+	// The IPv6 half of the host's state only where some network egresses over IPv6.
+	const wantsIpv6 = Promise.all([listed, policiesRead]).then(
+		([all, policies]) => egressNetworks(all, undefined, policies).some((network) => network.sourceIpv6 !== undefined),
+		() => false, // the command fails on that error anyway
+	);
 	const [dockerNetworks, containers, ipState, nat, policies] = await Promise.all([
-		docker.listNetworks(),
-		docker.containersOnNetworks(),
-		local ? readIpState() : undefined,
-		local ? context.firewall().then(async (firewall) => firewall.readNat()) : undefined,
-		local ? context.policies.read() : [],
+		listed,
+		docker.then(async (client) => client.containersOnNetworks()),
+		local ? readIpState({ ipv6: wantsIpv6 }) : undefined,
+		firewall?.then(async (fw) => fw.readNat()),
+		policiesRead,
 	]);
 	const host = ipState?.host;
 	const routing = ipState?.routing;
