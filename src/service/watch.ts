@@ -18,9 +18,11 @@ import { reconcile, type SyncResult } from './reconcile.js';
 export type WatchOptions = {
 	/** Drift check period, ms. */
 	intervalMs: number;
-	/** Quiet time that ends a burst of events, ms (default 100). */
+	/** Quiet time before acting on a lone event, ms (default 20). */
 	debounceMs?: number;
-	/** Longest a trigger waits while events keep coming, ms (default 500). */
+	/** Quiet time that ends a burst of events, ms (default 400). */
+	burstDebounceMs?: number;
+	/** Longest a trigger waits while events keep coming, ms (default 500; 1000 in a burst). */
 	maxDelayMs?: number;
 	/** Backoff cap while the daemon is away, ms. */
 	maxBackoffMs?: number;
@@ -109,9 +111,11 @@ export class Watcher {
 
 	/**
 	 * Coalesces triggers, and never runs two reconciles at once. A lone event is acted on after
-	 * 100 ms of quiet (at most 500 ms while events keep coming). Within a burst — an event-driven
-	 * reconcile ended less than a second ago — the window grows to 400 ms of quiet (at most 1 s),
-	 * since Docker creates networks one at a time and a burst of 50 reaches us over seconds.
+	 * 20 ms of quiet: Docker reports a network once it is fully set up (its own iptables rules
+	 * included), and events that arrive together (`docker compose up`) still share a reconcile.
+	 * Within a burst — an event-driven reconcile ended less than a second ago — the window grows
+	 * to 400 ms of quiet (at most 1 s), since Docker creates networks one at a time and a burst of
+	 * 50 reaches us over seconds.
 	 */
 	private request(trigger: Trigger): void {
 		const now = Date.now();
@@ -121,7 +125,7 @@ export class Watcher {
 		}
 
 		const inBurst = now - this.lastEventReconcileAt < 1000;
-		const quiet = (this.options.debounceMs ?? 100) * (inBurst ? 4 : 1);
+		const quiet = inBurst ? (this.options.burstDebounceMs ?? 400) : (this.options.debounceMs ?? 20);
 		const longest = (this.options.maxDelayMs ?? 500) * (inBurst ? 2 : 1);
 		const due = Math.min(now + quiet, this.firstRequestAt + longest);
 		clearTimeout(this.debounce);
