@@ -93,8 +93,10 @@ export async function runComplete(words: string[], context: Context, description
 	const candidates = await completions(words, {
 		egressNetworks: async () =>
 			quietly(async () => {
-				const { egressViews } = await import('../service/status.js');
-				return (await egressViews(context)).map((view) => view.network.name);
+				// Names only: Docker's list and the policies, no host state (no ip, no iptables).
+				const { egressNetworks } = await import('../core/network.js');
+				const [networks, policies] = await Promise.all([(await context.docker()).listNetworks(), context.policies.read().catch(() => [])]);
+				return egressNetworks(networks, undefined, policies).map((network) => network.name);
 			}),
 		bridgeNetworks: async () =>
 			quietly(async () => {
