@@ -1,18 +1,16 @@
 // Deletes the connection-tracking entries of a subnet, so flows that were translated to an old
 // source address are translated afresh (with the new rule) instead of keeping the old mapping.
 import { CommandError } from '../errors.js';
-import { debug } from '../log.js';
+import { runProcess } from './run.js';
 
 /** Returns how many entries were deleted. conntrack prints that count on stderr. */
 export async function forgetFlows(subnet: string): Promise<number> {
 	const args = ['-D', '-s', subnet];
-	debug(`exec: conntrack ${args.join(' ')}`);
-	const { execa } = await import('execa');
-	const result = await execa('conntrack', args, { reject: false });
+	const result = await runProcess('conntrack', args);
 	const count = /(\d+) flow entries have been deleted/.exec(`${result.stderr}\n${result.stdout}`)?.[1];
 	// It exits 1 when it deleted nothing; that is not a failure.
 	if (count === undefined) {
-		throw new CommandError(`conntrack ${args.join(' ')}`, result.stderr || String(result.message ?? ''), result);
+		throw new CommandError(`conntrack ${args.join(' ')}`, result.stderr || `exit status ${result.exitCode ?? result.signal}`);
 	}
 
 	return Number(count);

@@ -37,7 +37,7 @@ export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?
 			return docker;
 		},
 		async firewall() {
-			firewall ??= Firewall.detect(); // starts its first read within this call (see loadCommandRunner)
+			firewall ??= Firewall.detect(); // starts its first read within this call (see runProcess)
 			return firewall;
 		},
 		async host() {

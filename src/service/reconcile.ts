@@ -4,7 +4,6 @@
 // rules and tables. create, rm, set, unset, sync — and watch — all end here.
 import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
-import { loadCommandRunner } from '../adapters/run.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
@@ -37,7 +36,6 @@ export type SyncResult = ObservedState & {
 };
 
 export async function observe(context: Context): Promise<ObservedState> {
-	await loadCommandRunner(); // from here on, processes start within the calls below
 	// The host's processes (iptables-save, ip) start first and run while the Docker client loads:
 	// it is loaded only after this synchronous turn.
 	const firewall = context.firewall();

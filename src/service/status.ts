@@ -6,7 +6,6 @@ import type { ContainerOnNetwork } from '../adapters/docker.js';
 import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules, isRuleActive, parseNatState, ruleText } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
-import { loadCommandRunner } from '../adapters/run.js';
 import { rpFilter } from '../adapters/routing.js';
 import { attachUplinks, isRoutingActive } from '../core/routing.js';
 import type { Context } from './context.js';
@@ -24,10 +23,6 @@ export type EgressView = {
 
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const local = isLocalEndpoint(context.endpoint);
-	if (local) {
-		await loadCommandRunner(); // from here on, processes start within the calls below
-	}
-
 	// The host's processes (iptables-save, ip) start first and run while the Docker client loads:
 	// it is loaded only after this synchronous turn.
 	const firewall = local ? context.firewall() : undefined;
