@@ -1,7 +1,11 @@
-// The nat table, through the same iptables flavour (nft or legacy) that dockerd uses: read
-// with iptables-save, changed only with one `iptables-restore --noflush` transaction.
+// The iptables backend: the nat table, through the same iptables flavour (nft or legacy) that
+// dockerd uses, read with iptables-save, changed only with one `iptables-restore --noflush`
+// transaction per family.
 import { readFileSync } from 'node:fs';
-import { parseNatState, type NatState } from '../core/rules.js';
+import { nftFamilies, NFT_TABLE, renderNft, type NftFamily } from '../core/nft.js';
+import { CHAIN, jumpShadow, parseNatState, planSync, renderRestore, ruleKey, ruleText, type NatState, type SnatRule } from '../core/rules.js';
+import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
+import { parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
 import { debug } from '../log.js';
 import { runCommand } from './run.js';
 
@@ -76,3 +80,137 @@ function legacyTablesInUse(): boolean {
 async function readSave(flavour: Flavour, family: Family = 'ipv4'): Promise<string> {
 	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, ['-t', 'nat']);
 }
+
+type IptablesState = FirewallState & {
+	backend: 'iptables';
+	nat: NatState;
+	nat6: NatState;
+	/** Why ip6tables could not be read (an error only where a network egresses over IPv6). */
+	nat6Error?: Error;
+	/** Our nftables tables, when asked for (leftovers of the nftables backend). */
+	nftTables?: NftFamily[];
+};
+
+/**
+ * The iptables backend: one chain of ours in the nat table (DOCKER-EGRESS), jumped to from the
+ * top of POSTROUTING, rewritten with one `iptables-restore --noflush` per family, in the flavour
+ * dockerd uses. Used where nft is not available, or when asked for.
+ */
+export class IptablesBackend implements FirewallBackend {
+	readonly name = 'iptables' as const;
+
+	constructor(readonly firewall: Firewall) {}
+
+	static async detect(): Promise<IptablesBackend> {
+		return new IptablesBackend(await Firewall.detect());
+	}
+
+	describe(): string {
+		return `iptables (${this.firewall.flavour} flavour, chain ${CHAIN} in the nat table)`;
+	}
+
+	async read(options: ReadOptions): Promise<IptablesState> {
+		// nft shows what else hooks nat postrouting (Docker 29's nftables tables, firewalld, …);
+		// where nft is missing, nothing but iptables can be there.
+		const chains = runCommand('nft', ['-j', 'list', 'chains']).catch(() => '{"nftables":[]}');
+		let nat6Error: Error | undefined;
+		const [nat, nat6, chainsText] = await Promise.all([
+			this.firewall.readNat(),
+			options.ipv6
+				? this.firewall.readNat('ipv6').catch((error: unknown) => {
+						nat6Error = error as Error; // only an error where a network egresses over IPv6
+						debug(`ip6tables nat table not readable: ${nat6Error.message}`);
+						return parseNatState('');
+					})
+				: parseNatState(''),
+			chains,
+		]);
+		const all = parseChains(chainsText);
+		// With the nft flavour, the `nat` tables are iptables' own: what is above the jump is read from iptables-save.
+		const isOurs = (chain: { family: string; table: string }) =>
+			chain.table === NFT_TABLE || (this.firewall.flavour === 'nft' && chain.table === 'nat' && (chain.family === 'ip' || chain.family === 'ip6'));
+		const foreign = await readForeignChains(all, IPTABLES_NAT_PRIORITY, isOurs);
+		const nftTables = options.leftovers ? nftFamilies.filter((family) => all.some((chain) => chain.family === family && chain.table === NFT_TABLE)) : undefined;
+		return { backend: 'iptables', foreign, nat, nat6, ...(nat6Error ? { nat6Error } : {}), ...(nftTables ? { nftTables } : {}) };
+	}
+
+	plan(state: FirewallState, desired: Desired, dockerBridges: ReadonlySet<string>): FirewallPlan {
+		const { nat, nat6, nftTables, nat6Error } = state as IptablesState;
+		if (nat6Error && desired.ipv6.length > 0) {
+			throw nat6Error; // IPv6 egress needs ip6tables
+		}
+
+		const plans = [planSync(nat, desired.ipv4, dockerBridges), planSync(nat6, desired.ipv6, dockerBridges)] as const;
+		const notes: string[] = [];
+		const steps: Step[] = [];
+		for (const [i, plan] of plans.entries()) {
+			const family = i === 0 ? 'ipv4' : 'ipv6';
+			const tool = i === 0 ? 'iptables' : 'ip6tables';
+			notes.push(...plan.foreign.map((line) => `removed foreign rule from ${CHAIN} (${tool}): ${line}`));
+			if (plan.jumpRepair) {
+				notes.push(`repaired jump to ${CHAIN} at the top of nat POSTROUTING (${tool}: ${plan.jumpReason ?? 'missing'})`);
+			}
+
+			if (plan.changed) {
+				steps.push({ command: this.firewall.restoreCommand(family), input: renderRestore(plan) });
+			}
+		}
+
+		if (nftTables && nftTables.length > 0) {
+			steps.push({ command: ['nft', '-f', '-'], input: renderNft([], nftTables) });
+			notes.push(`removed the nftables backend's tables (${nftTables.map((family) => `${family} ${NFT_TABLE}`).join(', ')}; moved to iptables)`);
+		}
+
+		return {
+			backend: 'iptables',
+			desired,
+			added: [...plans[0].added, ...plans[1].added],
+			removed: [...plans[0].removed, ...plans[1].removed],
+			unchanged: [...plans[0].unchanged, ...plans[1].unchanged],
+			notes,
+			changed: steps.length > 0,
+			steps,
+		};
+	}
+
+	async apply(plan: FirewallPlan): Promise<void> {
+		for (const step of plan.steps) {
+			debug(`${step.command.join(' ')} input:\n${step.input}`);
+			await runCommand(step.command[0]!, step.command.slice(1), step.input);
+		}
+	}
+
+	check(state: FirewallState, rules: SnatRule[], dockerBridges: ReadonlySet<string>): RuleCheck {
+		const { nat, nat6, foreign } = state as IptablesState;
+		for (const rule of rules) {
+			const table = rule.subnet.includes(':') ? nat6 : nat;
+			const tool = rule.subnet.includes(':') ? 'ip6tables' : 'iptables';
+			if (!table.rules.some((candidate) => ruleKey(candidate) === ruleKey(rule))) {
+				return { status: 'missing', why: `no rule for ${rule.subnet} in ${tool} chain ${CHAIN}` };
+			}
+
+			if (table.ownJumps === 0) {
+				return { status: 'missing', why: `no jump to ${CHAIN} in ${tool} nat POSTROUTING` };
+			}
+
+			const above = jumpShadow(table, rule, dockerBridges);
+			if (above) {
+				return { status: 'shadowed', by: `${tool} nat POSTROUTING, above our jump: ${above}` };
+			}
+
+			const by = shadowOf(foreign, { subnet: rule.subnet, bridge: rule.bridge, dockerBridges });
+			if (by) {
+				return { status: 'shadowed', by };
+			}
+		}
+
+		return { status: 'active' };
+	}
+
+	ruleTexts(rules: SnatRule[]): string[] {
+		return rules.map((rule) => ruleText(rule));
+	}
+}
+
+/** iptables' nat POSTROUTING runs at NF_IP_PRI_NAT_SRC (srcnat, 100), legacy and nft alike. */
+const IPTABLES_NAT_PRIORITY = 100;

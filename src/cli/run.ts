@@ -2,6 +2,7 @@
 // turns errors into a message line on stderr and an exit code.
 import type { Argv } from 'yargs';
 import { resolveEndpoint } from '../adapters/endpoint.js';
+import { requestedBackend } from '../adapters/firewall.js';
 import { EgressError, reason } from '../errors.js';
 import { isDebug, setLogLevel } from '../log.js';
 import { parsedMetadata } from '../metadata.js';
@@ -53,7 +54,8 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 		(name: keyof typeof load) =>
 		async (options: unknown): Promise<void> => {
 			const { handler } = await load[name]();
-			const context = createContext(resolveEndpoint(flags), signal, (options as { stateDir?: string }).stateDir);
+			const { stateDir, firewallBackend } = options as { stateDir?: string; firewallBackend?: string };
+			const context = createContext(resolveEndpoint(flags), signal, stateDir, requestedBackend(firewallBackend));
 			await handler(options as never, context);
 		};
 
@@ -69,7 +71,13 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 		.command('set <network>', 'Set the egress source IP of a network docker egress did not create (a policy)', builder('set'), bind('set'))
 		.command('unset <network>', 'Remove the egress policy of a network', builder('unset'), bind('unset'))
 		.command('verify <network>', 'Check from a throwaway container which address the network really egresses from', builder('verify'), bind('verify'))
-		.command('version', 'Show the plugin, Docker API and iptables versions', builder('version'), bind('version'))
+		.command('version', 'Show the plugin, Docker API and firewall backend versions', builder('version'), bind('version'))
+		.option('firewall-backend', {
+			type: 'string',
+			global: true,
+			describe: 'nftables, iptables or auto (default $DOCKER_EGRESS_FIREWALL_BACKEND, else nftables where nft works)',
+			requiresArg: true,
+		})
 		.option('state-dir', { type: 'string', global: true, describe: 'Where policies are kept (default $DOCKER_EGRESS_STATE_DIR or /var/lib/docker-egress)', requiresArg: true })
 		.demandCommand(1, 'docker egress needs a command; see docker egress --help')
 		.recommendCommands()

@@ -11,7 +11,7 @@ import { EgressError, ValidationError, reason } from '../errors.js';
 import { info, warn } from '../log.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
-import { describeRestore } from './sync.js';
+import { describeStep } from './sync.js';
 
 export type CreateOptions = Omit<CreateRequest, 'labels' | 'opts'> & { label: string[]; opt: string[]; dryRun: boolean };
 
@@ -90,8 +90,8 @@ async function finishCreate(id: string, plan: CreatePlan, context: Context): Pro
 	}
 
 	const result = await reconcile(context);
-	const present = result.plan.desired.filter((rule) => rule.network === plan.network);
-	const present6 = result.plan6.desired.filter((rule) => rule.network === plan.network);
+	const present = result.plan.desired.ipv4.filter((rule) => rule.network === plan.network);
+	const present6 = result.plan.desired.ipv6.filter((rule) => rule.network === plan.network);
 	if (present.length !== egress.subnets.length || (plan.sourceIpv6 && present6.length !== egress.subnets6.length)) {
 		throw new EgressError(`the rule for ${plan.network} was not installed`);
 	}
@@ -139,5 +139,5 @@ async function printDryRun(body: NetworkCreateBody, plan: CreatePlan, context: C
 		masquerade: false,
 	};
 	const preview = await reconcile(context, { dryRun: true, extraNetworks: [planned] });
-	context.out(describeRestore(preview.restoreCommand, preview.restoreInput));
+	context.out(preview.plan.steps.map((step) => describeStep(step)).join('\n') || '# no rule changes');
 }

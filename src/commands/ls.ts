@@ -45,6 +45,8 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 	for (const view of views) {
 		if (view.network.problem) {
 			warn(`network ${view.network.name} is invalid: ${view.network.problem}`);
+		} else if (view.status === 'shadowed' || view.status === 'missing') {
+			warn(`network ${view.network.name} is ${view.status}: ${view.statusReason ?? 'its rule is not in place'}`);
 		} else if (view.network.masquerade) {
 			warn(failsOpenWarning(view.network.name));
 		}
@@ -69,5 +71,6 @@ export function lsRow(view: EgressView, noTrunc = false): Row {
 		Containers: view.containers.length,
 		Masquerade: network.masquerade,
 		Problem: network.problem ?? '',
+		StatusReason: view.statusReason ?? '',
 	};
 }

@@ -6,7 +6,7 @@ import { isEgressNetwork } from '../core/network.js';
 import { EgressError, NotEgressNetworkError, reason } from '../errors.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
-import { describeRestore } from './sync.js';
+import { describeStep } from './sync.js';
 
 export type RmOptions = { networks: string[]; dryRun: boolean };
 
@@ -45,7 +45,7 @@ export async function runRm(options: RmOptions, context: Context): Promise<void>
 
 		if (options.dryRun) {
 			const preview = await reconcile(context, { dryRun: true, withoutNetworks: removedIds });
-			context.out(preview.plan.changed ? describeRestore(preview.restoreCommand, preview.restoreInput) : '# no rule changes');
+			context.out(preview.plan.steps.map((step) => describeStep(step)).join('\n') || '# no rule changes');
 		} else if (removedIds.length > 0) {
 			await reconcile(context);
 		}

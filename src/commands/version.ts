@@ -1,4 +1,4 @@
-// docker egress version: the plugin, the Docker API it talks to, and the iptables flavour.
+// docker egress version: the plugin, the Docker API it talks to, and the firewall backend.
 import type { Argv } from 'yargs';
 import { isLocalEndpoint } from '../adapters/endpoint.js';
 import { parsedMetadata } from '../metadata.js';
@@ -20,14 +20,16 @@ export async function runVersion(options: VersionOptions, context: Context): Pro
 		engine = { error: reason(error) };
 	}
 
-	const iptables = isLocalEndpoint(context.endpoint) ? (await context.firewall()).flavour : 'unknown (remote daemon)';
+	const backend = isLocalEndpoint(context.endpoint) ? await context.firewall() : undefined;
+	await backend?.read({ ipv6: false, leftovers: false }).catch(() => undefined); // learns the nft version
 	const info = {
 		Plugin: plugin,
 		Node: process.version,
 		Endpoint: context.endpoint.host,
 		Engine: 'error' in engine ? `unreachable: ${engine.error}` : engine.Version,
 		ApiVersion: 'error' in engine ? '' : engine.ApiVersion,
-		Iptables: iptables,
+		FirewallBackend: backend?.name ?? 'unknown (remote daemon)',
+		Firewall: backend?.describe() ?? 'unknown (remote daemon)',
 	};
 	if (options.format === 'json') {
 		context.out(JSON.stringify(info));
@@ -38,7 +40,7 @@ export async function runVersion(options: VersionOptions, context: Context): Pro
 		[
 			`docker egress: ${info.Plugin} (node ${info.Node})`,
 			`Docker Engine: ${info.Engine} (API ${info.ApiVersion || '-'}) at ${info.Endpoint}`,
-			`iptables:      ${info.Iptables}`,
+			`Firewall:      ${info.Firewall}`,
 		].join('\n'),
 	);
 }

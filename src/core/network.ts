@@ -64,6 +64,11 @@ export function bridgeName(network: Pick<DockerNetwork, 'id' | 'options'>): stri
 	return network.options[BRIDGE_NAME_OPTION] ?? `br-${network.id.slice(0, 12)}`;
 }
 
+/** Every Docker bridge's interface name: traffic leaving through one of them is not egress. */
+export function dockerBridges(networks: DockerNetwork[]): Set<string> {
+	return new Set(networks.filter((network) => network.driver === 'bridge').map((network) => bridgeName(network)));
+}
+
 export function isEgressNetwork(network: Pick<DockerNetwork, 'labels'>): boolean {
 	return SOURCE_IP_LABEL in network.labels;
 }

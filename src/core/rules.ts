@@ -2,6 +2,10 @@
 // table holds now (parsed from iptables-save), the plan between the two, and the
 // iptables-restore text that carries the plan out in one transaction.
 import type { EgressNetwork } from './network.js';
+import { iptablesShadow } from './shadow.js';
+import { optionValue, tokenize } from './save-words.js';
+
+export { tokenize } from './save-words.js';
 
 export const CHAIN = 'DOCKER-EGRESS';
 export const COMMENT_PREFIX = 'docker-egress:';
@@ -48,15 +52,23 @@ export type NatState = {
 	rules: SnatRule[];
 	/** Lines in our chain that are not rules of ours (someone else's); they get removed. */
 	foreign: string[];
-	/** 1-based positions in POSTROUTING of rules that jump to our chain. */
-	jumpPositions: number[];
+	/** How many of our jumps (`-A POSTROUTING -j DOCKER-EGRESS`, no condition) POSTROUTING holds. */
+	ownJumps: number;
+	/** POSTROUTING lines above our first jump (all of them when there is none): what runs first. */
+	ahead: string[];
+	/** Jumps to our chain that carry conditions, anywhere: someone else's rules, never touched. */
+	foreignJumps: string[];
+	/** Every other chain's lines, for following jumps from the rules ahead. */
+	chains: Map<string, string[]>;
 };
+
+/** Our jump, exactly: unconditional, at the top of POSTROUTING. Deleted only by this text. */
+export const JUMP_SPEC = `-j ${CHAIN}`;
 
 /** Reads our chain and our jump out of `iptables-save -t nat` output. */
 export function parseNatState(save: string): NatState {
-	const state: NatState = { chainExists: false, rules: [], foreign: [], jumpPositions: [] };
+	const state: NatState = { chainExists: false, rules: [], foreign: [], ownJumps: 0, ahead: [], foreignJumps: [], chains: new Map() };
 	let inNat = false;
-	let postrouting = 0;
 	for (const line of save.split('\n')) {
 		if (line.startsWith('*')) {
 			inNat = line === '*nat';
@@ -69,12 +81,6 @@ export function parseNatState(save: string): NatState {
 
 		if (line.startsWith(`:${CHAIN} `)) {
 			state.chainExists = true;
-		} else if (line.startsWith('-A POSTROUTING ')) {
-			postrouting++;
-			const words = tokenize(line);
-			if (optionValue(words, '-j') === CHAIN) {
-				state.jumpPositions.push(postrouting);
-			}
 		} else if (line.startsWith(`-A ${CHAIN} `)) {
 			const rule = parseRule(tokenize(line));
 			if (rule) {
@@ -82,6 +88,23 @@ export function parseNatState(save: string): NatState {
 			} else {
 				state.foreign.push(line);
 			}
+		} else if (line.startsWith('-A ')) {
+			const words = tokenize(line);
+			const chain = words[1]!;
+			const jumpsToUs = optionValue(words, '-j') === CHAIN || optionValue(words, '-g') === CHAIN;
+			if (chain === 'POSTROUTING' && words.length === 4 && words[2] === '-j' && words[3] === CHAIN) {
+				state.ownJumps++;
+			} else if (jumpsToUs) {
+				state.foreignJumps.push(line);
+			}
+
+			if (chain === 'POSTROUTING' && state.ownJumps === 0) {
+				state.ahead.push(line);
+			}
+
+			const lines = state.chains.get(chain) ?? [];
+			lines.push(line);
+			state.chains.set(chain, lines);
 		}
 	}
 
@@ -108,16 +131,23 @@ export type SyncPlan = {
 	removed: SnatRule[];
 	unchanged: SnatRule[];
 	foreign: string[];
-	/** The jump to our chain is missing, duplicated, or not the first rule of POSTROUTING. */
+	/** Our jump is missing, duplicated, or something above it can NAT our networks' traffic. */
 	jumpRepair: boolean;
-	/** Positions of existing jumps to delete (highest first) before inserting ours at the top. */
-	jumpDeletions: number[];
+	/** How many of our jumps to delete (by their exact text) before inserting one at the top. */
+	jumpDeletions: number;
+	/** Why the jump is repaired (the rule ahead that shadows ours), for the report. */
+	jumpReason?: string;
 	/** The desired chain, in order. */
 	desired: SnatRule[];
 	changed: boolean;
 };
 
-export function planSync(actual: NatState, desired: SnatRule[]): SyncPlan {
+/**
+ * The plan that makes our chain `desired`. The jump is moved to the top only when it must be:
+ * missing, duplicated, or below a rule that can NAT (or bypass) one of our networks' traffic —
+ * Docker inserts a MASQUERADE for every new network at the top, and those never concern ours.
+ */
+export function planSync(actual: NatState, desired: SnatRule[], dockerBridges: ReadonlySet<string> = new Set()): SyncPlan {
 	const remaining = new Map<string, number>();
 	for (const rule of actual.rules) {
 		remaining.set(ruleKey(rule), (remaining.get(ruleKey(rule)) ?? 0) + 1);
@@ -145,8 +175,9 @@ export function planSync(actual: NatState, desired: SnatRule[]): SyncPlan {
 		return false;
 	});
 	const wantChain = desired.length > 0 || actual.chainExists;
-	const jumpOk = actual.jumpPositions.length === 1 && actual.jumpPositions[0] === 1;
-	const jumpRepair = wantChain && !jumpOk;
+	const shadow = desired.map((rule) => jumpShadow(actual, rule, dockerBridges)).find((found) => found !== undefined);
+	const jumpReason = !wantChain ? undefined : actual.ownJumps === 0 ? 'missing' : actual.ownJumps > 1 ? `${actual.ownJumps} jumps` : shadow;
+	const jumpRepair = jumpReason !== undefined;
 	const inOrder = unchanged.length === actual.rules.length && actual.rules.every((rule, i) => ruleKey(rule) === ruleKey(desired[i]!));
 	const changed =
 		added.length > 0 || removed.length > 0 || actual.foreign.length > 0 || jumpRepair || (desired.length > 0 && !actual.chainExists) || !inOrder;
@@ -156,16 +187,22 @@ export function planSync(actual: NatState, desired: SnatRule[]): SyncPlan {
 		unchanged,
 		foreign: actual.foreign,
 		jumpRepair,
-		jumpDeletions: jumpRepair ? [...actual.jumpPositions].sort((a, b) => b - a) : [],
+		jumpDeletions: jumpRepair ? actual.ownJumps : 0,
+		...(jumpReason === undefined ? {} : { jumpReason }),
 		desired,
 		changed,
 	};
 }
 
-/** Whether every rule the network asks for is in the chain and the chain is reached first. */
+/** The rule above our jump that can NAT this rule's traffic first, if any. */
+export function jumpShadow(actual: NatState, rule: SnatRule, dockerBridges: ReadonlySet<string>): string | undefined {
+	return iptablesShadow(actual.ahead, actual.chains, { subnet: rule.subnet, bridge: rule.bridge, dockerBridges }, CHAIN);
+}
+
+/** Whether every rule the network asks for is in the chain, and our jump reaches it. */
 export function isRuleActive(network: EgressNetwork, actual: NatState, family: 'ipv4' | 'ipv6' = 'ipv4'): boolean {
 	const wanted = desiredRules([network], family);
-	if (network.problem || (wanted.length > 0 && actual.jumpPositions[0] !== 1)) {
+	if (network.problem || (wanted.length > 0 && actual.ownJumps === 0)) {
 		return false;
 	}
 
@@ -175,60 +212,35 @@ export function isRuleActive(network: EgressNetwork, actual: NatState, family: '
 
 /**
  * The iptables-restore --noflush input that makes the chain exactly `plan.desired` and puts the
- * jump on top, as one transaction. Declaring our chain flushes it; nothing else is flushed.
+ * jump on top, as one transaction. Declaring our chain flushes it; nothing else is flushed, and
+ * only our own jump is deleted, by its exact text (never by position: positions move under us).
  */
 export function renderRestore(plan: SyncPlan): string {
 	const lines = ['*nat', `:${CHAIN} - [0:0]`, ...plan.desired.map((rule) => ruleText(rule))];
 	if (plan.jumpRepair) {
-		lines.push(...plan.jumpDeletions.map((position) => `-D POSTROUTING ${position}`), `-I POSTROUTING 1 -j ${CHAIN}`);
+		lines.push(...Array.from({ length: plan.jumpDeletions }, () => `-D POSTROUTING ${JUMP_SPEC}`), `-I POSTROUTING 1 ${JUMP_SPEC}`);
 	}
 
 	lines.push('COMMIT', '');
 	return lines.join('\n');
 }
 
-/** Splits an iptables-save line into words, honouring double quotes. */
-export function tokenize(line: string): string[] {
-	const words: string[] = [];
-	let word = '';
-	let inWord = false;
-	let quoted = false;
-	for (let i = 0; i < line.length; i++) {
-		const char = line[i]!;
-		if (quoted) {
-			if (char === '\\' && i + 1 < line.length) {
-				word += line[++i];
-			} else if (char === '"') {
-				quoted = false;
-			} else {
-				word += char;
-			}
-		} else if (char === '"') {
-			quoted = true;
-			inWord = true;
-		} else if (char === ' ' || char === '\t') {
-			if (inWord) {
-				words.push(word);
-			}
-
-			word = '';
-			inWord = false;
-		} else {
-			word += char;
-			inWord = true;
-		}
+/**
+ * Removes everything of ours from the nat table (moving to the nftables backend): our jumps, and
+ * our chain — which is only emptied when someone else's rule still jumps to it.
+ */
+export function renderRemoval(actual: NatState): string {
+	if (!actual.chainExists && actual.ownJumps === 0) {
+		return '';
 	}
 
-	if (inWord) {
-		words.push(word);
+	const lines = ['*nat', ...Array.from({ length: actual.ownJumps }, () => `-D POSTROUTING ${JUMP_SPEC}`)];
+	if (actual.chainExists) {
+		lines.push(`:${CHAIN} - [0:0]`, ...(actual.foreignJumps.length === 0 ? [`-X ${CHAIN}`] : []));
 	}
 
-	return words;
-}
-
-function optionValue(words: string[], option: string): string | undefined {
-	const index = words.indexOf(option);
-	return index === -1 ? undefined : words[index + 1];
+	lines.push('COMMIT', '');
+	return lines.join('\n');
 }
 
 function quote(word: string): string {

@@ -2,7 +2,7 @@
 // and the one rule that changing commands need the local daemon.
 import type { DockerClient } from '../adapters/docker.js';
 import { isLocalEndpoint, type Endpoint } from '../adapters/endpoint.js';
-import { Firewall } from '../adapters/iptables.js';
+import { selectBackend, type BackendName, type FirewallBackend } from '../adapters/firewall.js';
 import type { HostFacts } from '../adapters/host.js';
 import { PolicyStore } from '../adapters/policy-store.js';
 import { RemoteEndpointError } from '../errors.js';
@@ -11,7 +11,8 @@ export type Context = {
 	endpoint: Endpoint;
 	signal: AbortSignal;
 	docker(): Promise<DockerClient>;
-	firewall(): Promise<Firewall>;
+	/** The firewall backend: --firewall-backend, $DOCKER_EGRESS_FIREWALL_BACKEND, or nftables where it works. */
+	firewall(): Promise<FirewallBackend>;
 	host(): Promise<HostFacts>;
 	/** Policies for networks we did not create (`set` / `unset`), in the state dir. */
 	policies: PolicyStore;
@@ -24,9 +25,9 @@ export function requireLocalEndpoint(context: Context): void {
 	}
 }
 
-export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?: string): Context {
+export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?: string, backend?: BackendName): Context {
 	let docker: Promise<DockerClient> | undefined;
-	let firewall: Promise<Firewall> | undefined;
+	let firewall: Promise<FirewallBackend> | undefined;
 	return {
 		endpoint,
 		signal,
@@ -37,7 +38,7 @@ export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?
 			return docker;
 		},
 		async firewall() {
-			firewall ??= Firewall.detect(); // starts its first read within this call (see runProcess)
+			firewall ??= selectBackend(backend); // starts its first read within this call (see runProcess)
 			return firewall;
 		},
 		async host() {

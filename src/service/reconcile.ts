@@ -1,13 +1,15 @@
 // The one reconcile path: read the whole current state (Docker networks, policies, host
-// addresses and routes, the nat table, our routing rules), compute what it asks for, and apply
-// the difference: the nat chain as one iptables-restore transaction, then the policy-routing
-// rules and tables. create, rm, set, unset, sync — and watch — all end here.
+// addresses and routes, the firewall backend's rules, our routing rules), compute what it asks
+// for, and apply the difference: the backend's transaction (one `nft -f`, or one
+// iptables-restore per family), then the policy-routing rules and tables. create, rm, set, unset,
+// sync — and watch — all end here.
+import type { FirewallBackend, FirewallPlan, FirewallState } from '../adapters/firewall.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
-import { egressNetworks, uplinkAddresses } from '../core/network.js';
+import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
-import { desiredRules, parseNatState, planSync, renderRestore, type NatState, type SyncPlan } from '../core/rules.js';
+import { desiredRules } from '../core/rules.js';
 import { debug } from '../log.js';
 import type { Context } from './context.js';
 
@@ -15,20 +17,16 @@ export type ObservedState = {
 	dockerNetworks: DockerNetwork[];
 	policies: Policy[];
 	networks: EgressNetwork[];
-	nat: NatState;
-	/** The ip6tables nat table (empty when ip6tables cannot be read and nothing needs it). */
-	nat6: NatState;
+	/** What the firewall backend holds of ours (and what runs before it). */
+	firewall: FirewallState;
 	routing: RoutingPlan;
+	/** Every Docker bridge: traffic leaving through one is not egress. */
+	dockerBridges: Set<string>;
 };
 
 export type SyncResult = ObservedState & {
-	plan: SyncPlan;
-	restoreInput: string;
-	restoreCommand: string[];
-	/** The same for IPv6 (ip6tables), for dual-stack networks. */
-	plan6: SyncPlan;
-	restoreInput6: string;
-	restoreCommand6: string[];
+	backend: FirewallBackend;
+	plan: FirewallPlan;
 	routingDiff: RoutingDiff;
 	/** The `ip` argument vectors for routingDiff. */
 	routingCommands: string[][];
@@ -36,29 +34,19 @@ export type SyncResult = ObservedState & {
 };
 
 export async function observe(context: Context): Promise<ObservedState> {
-	// The host's processes (iptables-save, ip) start first and run while the Docker client loads:
-	// it is loaded only after this synchronous turn.
-	const firewall = context.firewall();
+	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
+	// loads: it is loaded only after this synchronous turn.
+	const backend = context.firewall();
 	const docker = Promise.resolve().then(async () => context.docker());
-	const [dockerNetworks, { host, routing }, nat, nat6, policies] = await Promise.all([
+	const [dockerNetworks, { host, routing }, firewall, policies] = await Promise.all([
 		docker.then(async (client) => client.listNetworks()),
 		readIpState(),
-		firewall.then(async (fw) => fw.readNat()),
-		firewall.then(async (fw) =>
-			fw.readNat('ipv6').catch((error: unknown) => {
-				debug(`ip6tables nat table not readable: ${(error as Error).message}`);
-				return undefined;
-			}),
-		),
+		backend.then(async (fw) => fw.read({ ipv6: true, leftovers: true })),
 		context.policies.read(),
 	]);
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
 	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies), { addresses, routes: host.mainRoutes, links: host.links });
-	if (!nat6 && networks.some((network) => network.sourceIpv6 !== undefined && !network.problem)) {
-		await (await firewall).readNat('ipv6'); // throws the real error: IPv6 egress needs ip6tables
-	}
-
-	return { dockerNetworks, policies, networks, nat, nat6: nat6 ?? parseNatState(''), routing };
+	return { dockerNetworks, policies, networks, firewall, routing, dockerBridges: dockerBridges(dockerNetworks) };
 }
 
 export type ReconcileOptions = {
@@ -69,43 +57,24 @@ export type ReconcileOptions = {
 };
 
 /**
- * Makes our chain and our routing exactly what the egress networks ask for. The caller holds
- * the rules lock. A failed restore is retried once from a fresh read (Docker may have moved
- * POSTROUTING rules between our read and our write); iptables-restore itself is all-or-nothing.
+ * Makes our rules and our routing exactly what the egress networks ask for. The caller holds
+ * the rules lock. A failed apply is retried once from a fresh read (Docker may have changed the
+ * firewall between our read and our write); each transaction itself is all-or-nothing.
  */
 export async function reconcile(context: Context, options: ReconcileOptions = {}): Promise<SyncResult> {
-	const firewall = await context.firewall();
+	const backend = await context.firewall();
 	for (let attempt = 1; ; attempt++) {
 		const state = await observe(context);
 		const networks = [...state.networks.filter((network) => !options.withoutNetworks?.includes(network.id)), ...(options.extraNetworks ?? [])];
-		const plan = planSync(state.nat, desiredRules(networks));
-		const plan6 = planSync(state.nat6, desiredRules(networks, 'ipv6'));
+		const plan = backend.plan(state.firewall, { ipv4: desiredRules(networks), ipv6: desiredRules(networks, 'ipv6') }, state.dockerBridges);
 		const routingDiff = diffRouting(state.routing, desiredRouting(networks));
-		const result: SyncResult = {
-			...state,
-			plan,
-			restoreInput: renderRestore(plan),
-			restoreCommand: firewall.restoreCommand(),
-			plan6,
-			restoreInput6: renderRestore(plan6),
-			restoreCommand6: firewall.restoreCommand('ipv6'),
-			routingDiff,
-			routingCommands: routingCommands(routingDiff),
-			applied: false,
-		};
-		if ((!plan.changed && !plan6.changed && isEmptyDiff(routingDiff)) || options.dryRun) {
+		const result: SyncResult = { ...state, backend, plan, routingDiff, routingCommands: routingCommands(routingDiff), applied: false };
+		if ((!plan.changed && isEmptyDiff(routingDiff)) || options.dryRun) {
 			return result;
 		}
 
 		try {
-			if (plan.changed) {
-				await firewall.restore(result.restoreInput);
-			}
-
-			if (plan6.changed) {
-				await firewall.restore(result.restoreInput6, 'ipv6');
-			}
-
+			await backend.apply(plan);
 			await applyRouting(routingDiff);
 			return { ...result, applied: true };
 		} catch (error) {

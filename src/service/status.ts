@@ -3,18 +3,23 @@
 // firewall that matters is on that other host.
 import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
-import { egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
-import { desiredRules, isRuleActive, parseNatState, ruleText } from '../core/rules.js';
+import type { RuleCheck } from '../adapters/firewall.js';
+import { dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { rpFilter } from '../adapters/routing.js';
 import { attachUplinks, isRoutingActive } from '../core/routing.js';
 import type { Context } from './context.js';
 
-export type RuleStatus = 'active' | 'missing' | 'invalid' | 'unknown';
+export type RuleStatus = 'active' | 'missing' | 'shadowed' | 'invalid' | 'unknown';
 
 export type EgressView = {
 	network: EgressNetwork;
 	status: RuleStatus;
+	/** Why the status is not `active` (what shadows the rule, what is missing). */
+	statusReason?: string;
+	/** The firewall backend that serves the rules ('' for a remote daemon). */
+	backend: string;
 	rules: string[];
 	containers: ContainerOnNetwork[];
 	/** rp_filter of the uplink, for networks routed through one (1 strict, 2 loose, 0 off). */
@@ -23,9 +28,9 @@ export type EgressView = {
 
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
 	const local = isLocalEndpoint(context.endpoint);
-	// The host's processes (iptables-save, ip) start first and run while the Docker client loads:
-	// it is loaded only after this synchronous turn.
-	const firewall = local ? context.firewall() : undefined;
+	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
+	// loads: it is loaded only after this synchronous turn.
+	const backendReady = local ? context.firewall() : undefined;
 	const docker = Promise.resolve().then(async () => context.docker());
 	const listed = docker.then(async (client) => client.listNetworks());
 	const policiesRead = local ? context.policies.read() : Promise.resolve([]);
@@ -34,11 +39,12 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 		([all, policies]) => egressNetworks(all, undefined, policies).some((network) => network.sourceIpv6 !== undefined),
 		() => false, // the command fails on that error anyway
 	);
-	const [dockerNetworks, containers, ipState, nat, policies] = await Promise.all([
+	const [dockerNetworks, containers, ipState, backend, firewall, policies] = await Promise.all([
 		listed,
 		docker.then(async (client) => client.containersOnNetworks()),
 		local ? readIpState({ ipv6: wantsIpv6 }) : undefined,
-		firewall?.then(async (fw) => fw.readNat()),
+		backendReady,
+		backendReady?.then(async (fw) => fw.read({ ipv6: await wantsIpv6, leftovers: false })),
 		policiesRead,
 	]);
 	const host = ipState?.host;
@@ -46,8 +52,7 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
 	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
-	// ip6tables only where some network egresses over IPv6: one process less for everyone else.
-	const nat6 = !local ? undefined : networks.some((network) => network.sourceIpv6 !== undefined) ? await (await context.firewall()).readNat('ipv6').catch(() => parseNatState('')) : parseNatState('');
+	const bridges = dockerBridges(dockerNetworks);
 	const rpFilters = new Map<string, number | undefined>();
 	for (const network of networks) {
 		if (network.uplink && !rpFilters.has(network.uplink.interface)) {
@@ -55,11 +60,19 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 		}
 	}
 
-	return networks.map((network) => ({
-		...(network.uplink && rpFilters.get(network.uplink.interface) !== undefined ? { rpFilter: rpFilters.get(network.uplink.interface)! } : {}),
-		network,
-		status: network.problem ? 'invalid' : nat && nat6 && routing ? (isRuleActive(network, nat) && isRuleActive(network, nat6, 'ipv6') && isRoutingActive(network, routing) ? 'active' : 'missing') : 'unknown',
-		rules: [...desiredRules([network]), ...desiredRules([network], 'ipv6')].map((rule) => ruleText(rule)),
-		containers: containers.filter((container) => container.networkId === network.id),
-	}));
+	return networks.map((network) => {
+		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
+		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
+		const status: RuleStatus = network.problem ? 'invalid' : !check || !routing ? 'unknown' : check.status !== 'active' ? check.status : isRoutingActive(network, routing) ? 'active' : 'missing';
+		const statusReason = network.problem ?? (check?.status === 'shadowed' ? `shadowed by ${check.by}` : check?.status === 'missing' ? check.why : status === 'missing' ? 'policy routing is missing' : undefined);
+		return {
+			...(network.uplink && rpFilters.get(network.uplink.interface) !== undefined ? { rpFilter: rpFilters.get(network.uplink.interface)! } : {}),
+			network,
+			status,
+			...(statusReason === undefined ? {} : { statusReason }),
+			backend: backend?.name ?? '',
+			rules: backend ? backend.ruleTexts(rules) : [],
+			containers: containers.filter((container) => container.networkId === network.id),
+		};
+	});
 }

@@ -1,15 +1,16 @@
 // The controller behind `docker egress watch`. It never acts on one event alone: every trigger
 // (start, a burst of Docker network events, drift found by the periodic check, the daemon coming
 // back) runs the same full reconcile as `sync`. Triggers are coalesced, and reconciles never
-// overlap. The periodic drift check only reads the nat table and compares it with the chain the
-// last reconcile wrote; it rewrites nothing when nothing changed. While the daemon is away, drift
-// is repaired from that last chain, so a firewall reload cannot cost egress during an outage.
+// overlap. The periodic drift check only reads the firewall backend's rules and compares them with
+// what the last reconcile wrote; it rewrites nothing when nothing changed. While the daemon is
+// away, drift is repaired from those last rules, so a firewall reload cannot cost egress during an
+// outage.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DockerClient } from '../adapters/docker.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { applyRouting, readRouting } from '../adapters/routing.js';
 import { desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingPlan } from '../core/routing.js';
-import { planSync, renderRestore, type SnatRule, type SyncPlan } from '../core/rules.js';
+import type { Desired, FirewallPlan } from '../adapters/firewall.js';
 import { DaemonUnreachableError, reason } from '../errors.js';
 import type { Context } from './context.js';
 import type { Logger } from './logger.js';
@@ -31,8 +32,8 @@ export type WatchOptions = {
 type Trigger = 'start' | 'events' | 'drift' | 'daemon-back';
 
 export class Watcher {
-	private desired: SnatRule[] | undefined;
-	private desired6: SnatRule[] = [];
+	private desired: Desired | undefined;
+	private bridges = new Set<string>();
 	private desiredRoutes: RoutingPlan | undefined;
 	private client: DockerClient | undefined;
 	private daemonLost = false;
@@ -74,7 +75,7 @@ export class Watcher {
 				await this.reconcileNow(started ? 'daemon-back' : 'start');
 				if (!started) {
 					started = true;
-					this.log.info('watch started', { endpoint: this.context.endpoint.host, interval_s: this.options.intervalMs / 1000, networks: this.desired?.length ?? 0 });
+					this.log.info('watch started', { endpoint: this.context.endpoint.host, interval_s: this.options.intervalMs / 1000, networks: this.desired?.ipv4.length ?? 0, firewall: (await this.context.firewall()).name });
 				}
 
 				backoff = 250;
@@ -162,10 +163,9 @@ export class Watcher {
 			}
 
 			try {
-				const firewall = await this.context.firewall();
-				const [nat, nat6, routing] = await Promise.all([firewall.readNat(), this.desired6.length > 0 ? firewall.readNat('ipv6') : undefined, readRouting()]);
-				const drift6 = nat6 !== undefined && planSync(nat6, this.desired6).changed;
-				if (planSync(nat, this.desired).changed || drift6 || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
+				const backend = await this.context.firewall();
+				const [state, routing] = await Promise.all([backend.read({ ipv6: this.desired.ipv6.length > 0, leftovers: false }), readRouting()]);
+				if (backend.plan(state, this.desired, this.bridges).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
 					this.pending = 'drift';
 					await this.drain();
 				}
@@ -196,11 +196,10 @@ export class Watcher {
 			}
 
 			this.desired = result.plan.desired;
-			this.desired6 = result.plan6.desired;
+			this.bridges = result.dockerBridges;
 			this.desiredRoutes = desiredRouting(result.networks);
-			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.length });
+			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.ipv4.length + result.plan.desired.ipv6.length });
 			this.report(result.plan, trigger, result.applied);
-			this.report(result.plan6, trigger, result.applied);
 			this.reportRouting(result.routingCommands, trigger, result.applied);
 			this.reportSkipped(result);
 		} finally {
@@ -214,19 +213,11 @@ export class Watcher {
 			return;
 		}
 
-		const firewall = await this.context.firewall();
-		const plan = planSync(await firewall.readNat(), this.desired);
+		const backend = await this.context.firewall();
+		const plan = backend.plan(await backend.read({ ipv6: this.desired.ipv6.length > 0, leftovers: false }), this.desired, this.bridges);
 		if (plan.changed) {
-			await firewall.restore(renderRestore(plan));
+			await backend.apply(plan);
 			this.report(plan, trigger, true);
-		}
-
-		if (this.desired6.length > 0) {
-			const plan6 = planSync(await firewall.readNat('ipv6'), this.desired6);
-			if (plan6.changed) {
-				await firewall.restore(renderRestore(plan6), 'ipv6');
-				this.report(plan6, trigger, true);
-			}
 		}
 
 		const diff = diffRouting(await readRouting(), this.desiredRoutes ?? { rules: [], routes: [] });
@@ -244,7 +235,7 @@ export class Watcher {
 		}
 	}
 
-	private report(plan: SyncPlan, trigger: Trigger, applied: boolean): void {
+	private report(plan: FirewallPlan, trigger: Trigger, applied: boolean): void {
 		if (!applied) {
 			return;
 		}
@@ -257,12 +248,8 @@ export class Watcher {
 			this.log.info('rule removed', { network: rule.network, subnet: rule.subnet, source_ip: rule.sourceIp, trigger });
 		}
 
-		for (const line of plan.foreign) {
-			this.log.info('foreign rule removed', { rule: line, trigger });
-		}
-
-		if (plan.jumpRepair) {
-			this.log.info('jump repaired', { chain: 'DOCKER-EGRESS', trigger });
+		for (const note of plan.notes) {
+			this.log.info('firewall repaired', { change: note, backend: plan.backend, trigger });
 		}
 	}
 

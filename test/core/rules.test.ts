@@ -1,6 +1,6 @@
 import test from 'ava';
 import { egressNetworks, type DockerNetwork, type HostAddress } from '../../src/core/network.js';
-import { desiredRules, isRuleActive, parseNatState, planSync, renderRestore, ruleText, tokenize } from '../../src/core/rules.js';
+import { desiredRules, isRuleActive, jumpShadow, parseNatState, planSync, renderRemoval, renderRestore, ruleText, tokenize } from '../../src/core/rules.js';
 
 const host: HostAddress[] = [
 	{ interface: 'eth0', address: '192.0.2.1', prefix: 24, family: 'ipv4' },
@@ -78,16 +78,50 @@ test('a deleted rule is added back; a rule of a vanished network is removed', (t
 	t.false(plan.jumpRepair);
 });
 
-test('a jump that is not first, or twice, is deleted by position and put back on top', (t) => {
-	const moved = inPlace
-		.replace('-A POSTROUTING -j DOCKER-EGRESS\n', '')
-		.replace('-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE', '-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n-A POSTROUTING -j DOCKER-EGRESS\n-A POSTROUTING -j DOCKER-EGRESS');
-	const state = parseNatState(moved);
-	t.deepEqual(state.jumpPositions, [2, 3]);
-	t.false(isRuleActive(twoNetworks[0]!, state));
+test('a duplicated jump is deleted by its exact text, never by position, and put back on top', (t) => {
+	const twice = inPlace.replace('-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE', '-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n-A POSTROUTING -j DOCKER-EGRESS');
+	const state = parseNatState(twice);
+	t.is(state.ownJumps, 2);
 	const plan = planSync(state, desiredRules(twoNetworks));
 	t.true(plan.changed);
-	t.true(renderRestore(plan).endsWith('-D POSTROUTING 3\n-D POSTROUTING 2\n-I POSTROUTING 1 -j DOCKER-EGRESS\nCOMMIT\n'));
+	t.true(renderRestore(plan).endsWith('-D POSTROUTING -j DOCKER-EGRESS\n-D POSTROUTING -j DOCKER-EGRESS\n-I POSTROUTING 1 -j DOCKER-EGRESS\nCOMMIT\n'));
+	t.notRegex(renderRestore(plan), /-D POSTROUTING \d/);
+});
+
+test('a MASQUERADE of another subnet above the jump is harmless: active, no repair', (t) => {
+	const below = inPlace
+		.replace('-A POSTROUTING -j DOCKER-EGRESS\n', '')
+		.replace('-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE', '-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n-A POSTROUTING -o docker0 -m addrtype --src-type LOCAL -j MASQUERADE\n-A POSTROUTING -j DOCKER-EGRESS');
+	const state = parseNatState(below);
+	t.true(isRuleActive(twoNetworks[0]!, state));
+	t.false(planSync(state, desiredRules(twoNetworks), new Set(['docker0'])).changed);
+});
+
+test('a rule above the jump that can NAT our subnet shadows it, and the jump is moved above it', (t) => {
+	const shadowed = inPlace
+		.replace('-A POSTROUTING -j DOCKER-EGRESS\n', '')
+		.replace('-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE', '-A POSTROUTING -s 172.18.0.0/16 ! -o z_a -j MASQUERADE\n-A POSTROUTING -j DOCKER-EGRESS');
+	const state = parseNatState(shadowed);
+	const rule = desiredRules([twoNetworks[0]!])[0]!;
+	t.is(jumpShadow(state, rule, new Set()), '-A POSTROUTING -s 172.18.0.0/16 ! -o z_a -j MASQUERADE');
+	t.is(jumpShadow(state, desiredRules([twoNetworks[1]!])[0]!, new Set()), undefined);
+	const plan = planSync(state, desiredRules(twoNetworks));
+	t.true(plan.jumpRepair);
+	t.regex(plan.jumpReason ?? '', /MASQUERADE/);
+	t.true(renderRestore(plan).endsWith('-D POSTROUTING -j DOCKER-EGRESS\n-I POSTROUTING 1 -j DOCKER-EGRESS\nCOMMIT\n'));
+});
+
+test("an admin's conditional jump to our chain is someone else's rule: kept, and ours is added", (t) => {
+	const admin = inPlace.replace('-A POSTROUTING -j DOCKER-EGRESS\n', '').replace('COMMIT', '-A POSTROUTING -s 10.98.0.0/24 -o eth0 -j DOCKER-EGRESS\nCOMMIT');
+	const state = parseNatState(admin.replace(/COMMIT$/, 'COMMIT'));
+	t.is(state.ownJumps, 0);
+	t.deepEqual(state.foreignJumps, ['-A POSTROUTING -s 10.98.0.0/24 -o eth0 -j DOCKER-EGRESS']);
+	const plan = planSync(state, desiredRules(twoNetworks));
+	const input = renderRestore(plan);
+	t.notRegex(input, /-D POSTROUTING/);
+	t.regex(input, /-I POSTROUTING 1 -j DOCKER-EGRESS\n/);
+	t.is(renderRemoval(state), '*nat\n:DOCKER-EGRESS - [0:0]\nCOMMIT\n', 'emptied, not deleted, while their jump needs it');
+	t.is(renderRemoval(parseNatState(inPlace)), '*nat\n-D POSTROUTING -j DOCKER-EGRESS\n:DOCKER-EGRESS - [0:0]\n-X DOCKER-EGRESS\nCOMMIT\n');
 });
 
 test('someone else\'s rule in our chain is removed; a rule with extra matches is not ours', (t) => {

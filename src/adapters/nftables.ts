@@ -1,0 +1,177 @@
+// The nftables backend: our own tables (`ip docker-egress`, `ip6 docker-egress`, see core/nft.ts),
+// read back as JSON (`nft -j`), replaced in one `nft -f` transaction. It reads other tables only to
+// learn what runs before our chain, and never changes them. On a host that ran the iptables
+// backend before, a plan also removes that backend's chain and jump (iptables-restore).
+import { absentTable, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
+import { parseNatState, renderRemoval, type NatState, type SnatRule } from '../core/rules.js';
+import { canonicalIpv6 } from '../core/address.js';
+import { debug } from '../log.js';
+import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
+import { Firewall } from './iptables.js';
+import { parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
+import { runCommand, runProcess } from './run.js';
+
+type NftState = FirewallState & {
+	backend: 'nftables';
+	tables: Record<NftFamily, NftTableState>;
+	/** The iptables backend's chain and jumps, when asked for (leftovers), per family. */
+	iptables?: { flavour: Firewall; nat: NatState; nat6: NatState };
+};
+
+export class NftablesBackend implements FirewallBackend {
+	readonly name = 'nftables' as const;
+	private version = '';
+	/** The first `nft -j list chains`, started by probe(); used by the first read. */
+	private primed: Promise<string> | undefined;
+
+	constructor(primed?: Promise<string>) {
+		this.primed = primed;
+		primed?.catch(() => undefined);
+	}
+
+	/** Starts `nft -j list chains`: it answers whether nft works here, and the first read uses it. */
+	static probe(): Promise<string> {
+		return runCommand('nft', ['-j', 'list', 'chains']);
+	}
+
+	describe(): string {
+		return `nftables (tables ip/ip6 ${NFT_TABLE}, nat postrouting priority srcnat - ${100 - NFT_PRIORITY}${this.version ? `, nft ${this.version}` : ''})`;
+	}
+
+	async read(options: ReadOptions): Promise<NftState> {
+		const families: NftFamily[] = options.ipv6 ? ['ip', 'ip6'] : ['ip'];
+		const chainsText = this.primed ?? NftablesBackend.probe();
+		this.primed = undefined;
+		const leftovers = options.leftovers ? readIptablesLeftovers() : undefined;
+		const tables = await Promise.all(families.map(async (family) => readTable(family)));
+		const chains = parseChains(await chainsText);
+		this.version ||= versionOf(await chainsText);
+		const foreign = await readForeignChains(chains, NFT_PRIORITY, (chain) => chain.table === NFT_TABLE && (chain.family === 'ip' || chain.family === 'ip6'));
+		return {
+			backend: 'nftables',
+			foreign,
+			tables: { ip: tables[0]!, ip6: tables[1] ?? absentTable },
+			...(leftovers ? { iptables: await leftovers } : {}),
+		};
+	}
+
+	plan(state: FirewallState, desired: Desired, _dockerBridges: ReadonlySet<string>): FirewallPlan {
+		const { tables, iptables } = state as NftState;
+		const wanted = [...desired.ipv4, ...desired.ipv6];
+		const actual = nftRules(tables);
+		const actualKeys = new Set(actual.map((rule) => elementKey(rule)));
+		const wantedKeys = new Set(wanted.map((rule) => elementKey(rule)));
+		const added = wanted.filter((rule) => !actualKeys.has(elementKey(rule)));
+		const unchanged = wanted.filter((rule) => actualKeys.has(elementKey(rule)));
+		const removed = actual.filter((rule) => !wantedKeys.has(elementKey(rule)));
+		const notes: string[] = [];
+		const families = nftFamilies.filter((family) => {
+			const want = wanted.some((rule) => familyOf(rule) === family);
+			const table = tables[family];
+			const damaged = table.exists && !table.intact;
+			if (damaged && want) {
+				notes.push(`rebuilt table ${family} ${NFT_TABLE} (${table.damage.join('; ')})`);
+			}
+
+			return (want && (!table.exists || damaged)) || (!want && table.exists) || familyChanged(family, added, removed);
+		});
+		const steps: Step[] = [];
+		if (families.length > 0) {
+			const present = Object.fromEntries(nftFamilies.map((family) => [family, tables[family].exists]));
+			steps.push({ command: ['nft', '-f', '-'], input: renderNft(wanted, families, present) });
+		}
+
+		if (iptables) {
+			for (const [family, nat] of [['ipv4', iptables.nat], ['ipv6', iptables.nat6]] as const) {
+				const input = renderRemoval(nat);
+				if (input) {
+					steps.push({ command: iptables.flavour.restoreCommand(family), input });
+					notes.push(`removed the iptables backend's ${family === 'ipv4' ? 'iptables' : 'ip6tables'} chain and jump (moved to nftables)`);
+				}
+			}
+		}
+
+		return { backend: 'nftables', desired, added, removed, unchanged, notes, changed: steps.length > 0, steps };
+	}
+
+	async apply(plan: FirewallPlan): Promise<void> {
+		// nftables first: during the change a network is served by one backend or both, never none.
+		for (const step of plan.steps) {
+			debug(`${step.command.join(' ')} input:\n${step.input}`);
+			await runCommand(step.command[0]!, step.command.slice(1), step.input);
+		}
+	}
+
+	check(state: FirewallState, rules: SnatRule[], dockerBridges: ReadonlySet<string>): RuleCheck {
+		const { tables, foreign } = state as NftState;
+		for (const rule of rules) {
+			const table = tables[familyOf(rule)];
+			if (!table.exists) {
+				return { status: 'missing', why: `table ${familyOf(rule)} ${NFT_TABLE} does not exist` };
+			}
+
+			if (!table.intact) {
+				return { status: 'missing', why: `table ${familyOf(rule)} ${NFT_TABLE} was changed: ${table.damage.join('; ')}` };
+			}
+
+			const element = table.elements.find((candidate) => candidate.subnet === rule.subnet);
+			if (!element || element.sourceIp !== normal(rule.sourceIp, rule) || element.bridge !== rule.bridge) {
+				return { status: 'missing', why: `no element for ${rule.subnet} -> ${rule.sourceIp} (bridge ${rule.bridge})` };
+			}
+
+			const by = shadowOf(foreign, { subnet: rule.subnet, bridge: rule.bridge, dockerBridges });
+			if (by) {
+				return { status: 'shadowed', by };
+			}
+		}
+
+		return { status: 'active' };
+	}
+
+	ruleTexts(rules: SnatRule[]): string[] {
+		return rules.flatMap((rule) => nftRuleText(rule));
+	}
+}
+
+function familyOf(rule: SnatRule): NftFamily {
+	return rule.subnet.includes(':') ? 'ip6' : 'ip';
+}
+
+function normal(address: string, rule: SnatRule): string {
+	return familyOf(rule) === 'ip6' ? canonicalIpv6(address) : address;
+}
+
+/** Subnet, bridge and address: what the kernel holds for a rule (names are for people). */
+function elementKey(rule: SnatRule): string {
+	return [rule.subnet, rule.bridge, normal(rule.sourceIp, rule)].join(' ');
+}
+
+function familyChanged(family: NftFamily, added: SnatRule[], removed: SnatRule[]): boolean {
+	return [...added, ...removed].some((rule) => familyOf(rule) === family);
+}
+
+async function readTable(family: NftFamily): Promise<NftTableState> {
+	const result = await runProcess('nft', ['-j', 'list', 'table', family, NFT_TABLE]);
+	if (result.exitCode !== 0) {
+		if (/No such file or directory/.test(result.stderr)) {
+			return absentTable;
+		}
+
+		await runCommand('nft', ['-j', 'list', 'table', family, NFT_TABLE]); // throws with its stderr
+	}
+
+	return parseNftTable(result.stdout, family);
+}
+
+/** What the iptables backend left: its chain and jumps, both families (unreadable: none). */
+async function readIptablesLeftovers(): Promise<{ flavour: Firewall; nat: NatState; nat6: NatState }> {
+	const firewall = await Firewall.detect();
+	const empty = () => parseNatState('');
+	const [nat, nat6] = await Promise.all([firewall.readNat().catch(empty), firewall.readNat('ipv6').catch(empty)]);
+	return { flavour: firewall, nat, nat6 };
+}
+
+function versionOf(text: string): string {
+	const match = /"version":\s*"([^"]+)"/.exec(text);
+	return match ? `v${match[1]}` : '';
+}

@@ -1,0 +1,249 @@
+// The nftables layout as plain values: our own tables (`ip docker-egress`, `ip6 docker-egress`),
+// what they hold now (parsed from `nft -j list table`), and the `nft -f` text that replaces them
+// in one transaction. Nothing here reads or writes another table.
+//
+//   table ip docker-egress {
+//     map network_source { type ipv4_addr : ipv4_addr; flags interval; elements = { SUBNET : SOURCE, … } }
+//     set network_bridge { type ipv4_addr . ifname; flags interval; elements = { SUBNET . "BRIDGE", … } }
+//     chain postrouting {
+//       type nat hook postrouting priority srcnat - 10; policy accept;
+//       ip saddr . oifname @network_bridge return       # traffic that stays on the network's bridge
+//       snat ip to ip saddr map @network_source         # one lookup, however many networks
+//     }
+//   }
+//
+// The base chain runs before every NAT chain at `srcnat` (100): Docker's masquerade (iptables, legacy
+// or nft, and Docker 29's own `docker-bridges` tables), and anyone else's. The first NAT binding of a
+// connection wins, so our SNAT is the one that counts.
+import { canonicalIpv6 } from './address.js';
+import type { SnatRule } from './rules.js';
+
+export const NFT_TABLE = 'docker-egress';
+export const NFT_CHAIN = 'postrouting';
+export const NFT_SOURCE_MAP = 'network_source';
+export const NFT_BRIDGE_SET = 'network_bridge';
+/** srcnat - 10: before every NAT chain registered at srcnat. */
+export const NFT_PRIORITY = 90;
+const TABLE_COMMENT = 'docker-egress: egress source addresses; managed by docker egress, do not edit';
+/** nft's limit for comments (NFT_USERDATA_MAXLEN is 256 bytes with its header): names are for people. */
+const COMMENT_MAX = 120;
+
+export type NftFamily = 'ip' | 'ip6';
+export const nftFamilies: readonly NftFamily[] = ['ip', 'ip6'];
+
+/** One element of the source map: a subnet and the address it egresses from. */
+export type NftElement = { subnet: string; sourceIp: string; bridge?: string; network?: string };
+
+/** What one of our tables holds now. */
+export type NftTableState = {
+	exists: boolean;
+	/** The map's elements, joined with the bridge of the same subnet from the set. */
+	elements: NftElement[];
+	/** The table is exactly our layout (the chain, its hook and priority, the two rules, nothing else). */
+	intact: boolean;
+	/** What is not as we wrote it, for logs and sync reports. */
+	damage: string[];
+};
+
+export const absentTable: NftTableState = { exists: false, elements: [], intact: true, damage: [] };
+
+function familyOf(rule: SnatRule): NftFamily {
+	return rule.subnet.includes(':') ? 'ip6' : 'ip';
+}
+
+/** `nft -f` input that replaces our table of each family with one holding `rules` (or removes it). */
+export function renderNft(rules: SnatRule[], families: readonly NftFamily[] = nftFamilies, present: Partial<Record<NftFamily, boolean>> = {}): string {
+	const lines: string[] = [];
+	for (const family of families) {
+		const mine = rules.filter((rule) => familyOf(rule) === family);
+		// `table … {}` first: declaring a table that exists is a no-op, so the delete never fails and
+		// the whole file is one transaction (the moby nftables template).
+		if (mine.length === 0) {
+			if (present[family] !== false) {
+				lines.push(`table ${family} ${NFT_TABLE} {}`, `delete table ${family} ${NFT_TABLE}`);
+			}
+
+			continue;
+		}
+
+		lines.push(`table ${family} ${NFT_TABLE} {}`, `delete table ${family} ${NFT_TABLE}`, ...tableText(family, mine));
+	}
+
+	return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+function tableText(family: NftFamily, rules: SnatRule[]): string[] {
+	const addr = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+	const proto = family === 'ip' ? 'ip' : 'ip6';
+	return [
+		`table ${family} ${NFT_TABLE} {`,
+		`\tcomment ${quote(TABLE_COMMENT)}`,
+		`\tmap ${NFT_SOURCE_MAP} {`,
+		`\t\ttype ${addr} : ${addr}`,
+		'\t\tflags interval',
+		`\t\telements = { ${rules.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`).join(', ')} }`,
+		'\t}',
+		`\tset ${NFT_BRIDGE_SET} {`,
+		`\t\ttype ${addr} . ifname`,
+		'\t\tflags interval',
+		`\t\telements = { ${rules.map((rule) => `${rule.subnet} . ${quote(rule.bridge)}`).join(', ')} }`,
+		'\t}',
+		`\tchain ${NFT_CHAIN} {`,
+		`\t\ttype nat hook postrouting priority srcnat - ${100 - NFT_PRIORITY}; policy accept;`,
+		`\t\t${proto} saddr . oifname @${NFT_BRIDGE_SET} return`,
+		`\t\tsnat ${proto} to ${proto} saddr map @${NFT_SOURCE_MAP}`,
+		'\t}',
+		'}',
+	];
+}
+
+/** The statements that serve one rule, as nft would take them (shown by `inspect`). */
+export function nftRuleText(rule: SnatRule): string[] {
+	const family = familyOf(rule);
+	return [
+		`element ${family} ${NFT_TABLE} ${NFT_SOURCE_MAP} { ${rule.subnet} : ${rule.sourceIp} }`,
+		`element ${family} ${NFT_TABLE} ${NFT_BRIDGE_SET} { ${rule.subnet} . ${quote(rule.bridge)} }`,
+	];
+}
+
+function comment(network: string): string {
+	// Network names are Docker's ([a-zA-Z0-9][a-zA-Z0-9_.-]*), but policies name networks too:
+	// keep only what needs no escaping, and cut to nft's limit.
+	return network.replaceAll(/[^\w.:/+-]/g, '_').slice(0, COMMENT_MAX);
+}
+
+/** nft strings are double-quoted and cannot hold a double quote or a newline. */
+function quote(text: string): string {
+	return `"${text.replaceAll(/["\\\n\r]/g, '_')}"`;
+}
+
+// --- reading back: `nft -j list table FAMILY docker-egress` ---------------------------------------
+
+type Json = Record<string, unknown>;
+
+/** Parses `nft -j list table` output of one of our tables. */
+export function parseNftTable(text: string, family: NftFamily): NftTableState {
+	const items = (JSON.parse(text) as { nftables?: Json[] }).nftables ?? [];
+	const damage: string[] = [];
+	const sources = new Map<string, NftElement>();
+	const bridges = new Map<string, string>();
+	let chain: Json | undefined;
+	const rules: Json[] = [];
+	for (const item of items) {
+		const [kind, value] = Object.entries(item)[0] ?? [];
+		const object = value as Json;
+		if (kind === 'metainfo' || kind === 'table') {
+			continue;
+		}
+
+		if (kind === 'map' && object['name'] === NFT_SOURCE_MAP) {
+			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
+				const [key, data] = element as [unknown, unknown];
+				const { value: subnet, comment: name } = elementValue(key);
+				const parsed = { subnet: prefixText(subnet, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }) };
+				if (parsed.subnet === undefined || parsed.sourceIp === undefined) {
+					damage.push(`unreadable element in map ${NFT_SOURCE_MAP}: ${JSON.stringify(element)}`);
+				} else {
+					sources.set(parsed.subnet, parsed as NftElement);
+				}
+			}
+		} else if (kind === 'set' && object['name'] === NFT_BRIDGE_SET) {
+			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
+				const { value } = elementValue(element);
+				const concat = (value as Json | undefined)?.['concat'] as unknown[] | undefined;
+				const subnet = concat && prefixText(concat[0], family);
+				if (!subnet || typeof concat?.[1] !== 'string') {
+					damage.push(`unreadable element in set ${NFT_BRIDGE_SET}: ${JSON.stringify(element)}`);
+				} else {
+					bridges.set(subnet, concat[1]);
+				}
+			}
+		} else if (kind === 'chain' && object['name'] === NFT_CHAIN) {
+			chain = object;
+		} else if (kind === 'rule' && object['chain'] === NFT_CHAIN) {
+			rules.push(object);
+		} else {
+			damage.push(`${String(kind)} ${String(object['name'] ?? object['chain'] ?? '')} is not ours`.trim());
+		}
+	}
+
+	if (!chain) {
+		damage.push(`chain ${NFT_CHAIN} is missing`);
+	} else if (chain['type'] !== 'nat' || chain['hook'] !== 'postrouting' || chain['prio'] !== NFT_PRIORITY || chain['policy'] !== 'accept') {
+		damage.push(`chain ${NFT_CHAIN} is not a nat postrouting chain at priority ${NFT_PRIORITY}`);
+	}
+
+	const shapes = rules.map((rule) => ruleShape(rule['expr'] as Json[] | undefined, family));
+	if (shapes.length !== 2 || shapes[0] !== 'bridge-return' || shapes[1] !== 'snat-map') {
+		damage.push(`chain ${NFT_CHAIN} does not hold exactly our two rules (found: ${shapes.join(', ') || 'none'})`);
+	}
+
+	const elements = [...sources.values()].map((element) => {
+		const bridge = bridges.get(element.subnet);
+		return bridge === undefined ? element : { ...element, bridge };
+	});
+	for (const subnet of bridges.keys()) {
+		if (!sources.has(subnet)) {
+			damage.push(`${subnet} is in set ${NFT_BRIDGE_SET} but not in map ${NFT_SOURCE_MAP}`);
+		}
+	}
+
+	return { exists: true, elements, intact: damage.length === 0, damage };
+}
+
+function elementValue(raw: unknown): { value: unknown; comment?: string } {
+	const wrapped = (raw as Json | undefined)?.['elem'] as Json | undefined;
+	if (wrapped) {
+		return { value: wrapped['val'], ...(typeof wrapped['comment'] === 'string' ? { comment: wrapped['comment'] } : {}) };
+	}
+
+	return { value: raw };
+}
+
+/** A subnet as nft prints an interval key: {prefix: {addr, len}}, or a bare address for a /32 or /128. */
+function prefixText(raw: unknown, family: NftFamily): string | undefined {
+	const prefix = (raw as Json | undefined)?.['prefix'] as { addr?: unknown; len?: unknown } | undefined;
+	if (prefix && typeof prefix.addr === 'string' && typeof prefix.len === 'number') {
+		return `${canonical(prefix.addr, family)}/${prefix.len}`;
+	}
+
+	if (typeof raw === 'string') {
+		return `${canonical(raw, family)}/${family === 'ip' ? 32 : 128}`;
+	}
+
+	return undefined; // a range: we never write one
+}
+
+function addressText(raw: unknown, family: NftFamily): string | undefined {
+	return typeof raw === 'string' ? canonical(raw, family) : undefined;
+}
+
+function canonical(address: string, family: NftFamily): string {
+	return family === 'ip6' ? canonicalIpv6(address) : address;
+}
+
+function ruleShape(expr: Json[] | undefined, family: NftFamily): string {
+	const proto = family === 'ip' ? 'ip' : 'ip6';
+	const text = JSON.stringify(expr ?? []);
+	const bridgeReturn = JSON.stringify([
+		{ match: { op: '==', left: { concat: [{ payload: { protocol: proto, field: 'saddr' } }, { meta: { key: 'oifname' } }] }, right: `@${NFT_BRIDGE_SET}` } },
+		{ return: null },
+	]);
+	const snatMap = JSON.stringify([{ snat: { addr: { map: { key: { payload: { protocol: proto, field: 'saddr' } }, data: `@${NFT_SOURCE_MAP}` } } } }]);
+	if (text === bridgeReturn) {
+		return 'bridge-return';
+	}
+
+	if (text === snatMap) {
+		return 'snat-map';
+	}
+
+	return `other rule ${text.slice(0, 200)}`;
+}
+
+/** The rules our tables serve now, as SnatRules (network from the element's comment, or '?'). */
+export function nftRules(tables: Partial<Record<NftFamily, NftTableState>>): SnatRule[] {
+	return nftFamilies.flatMap((family) =>
+		(tables[family]?.elements ?? []).map((element) => ({ network: element.network ?? '?', subnet: element.subnet, bridge: element.bridge ?? '', sourceIp: element.sourceIp })),
+	);
+}

@@ -1,0 +1,134 @@
+import test from 'ava';
+import { absentTable, nftRules, parseNftTable, renderNft } from '../../src/core/nft.js';
+import type { SnatRule } from '../../src/core/rules.js';
+
+const rules: SnatRule[] = [
+	{ network: 'z_a', subnet: '10.1.0.0/24', bridge: 'br-abc', sourceIp: '192.0.2.11' },
+	{ network: 'z_b', subnet: '10.2.0.0/24', bridge: 'z_b', sourceIp: '192.0.2.12' },
+	{ network: 'z_6', subnet: '2001:db8:1::/64', bridge: 'z_6', sourceIp: '2001:db8:a::11' },
+];
+
+test('the whole layout is one nft -f text: each table declared, deleted and declared again', (t) => {
+	t.is(
+		renderNft(rules),
+		[
+			'table ip docker-egress {}',
+			'delete table ip docker-egress',
+			'table ip docker-egress {',
+			'\tcomment "docker-egress: egress source addresses; managed by docker egress, do not edit"',
+			'\tmap network_source {',
+			'\t\ttype ipv4_addr : ipv4_addr',
+			'\t\tflags interval',
+			'\t\telements = { 10.1.0.0/24 comment "z_a" : 192.0.2.11, 10.2.0.0/24 comment "z_b" : 192.0.2.12 }',
+			'\t}',
+			'\tset network_bridge {',
+			'\t\ttype ipv4_addr . ifname',
+			'\t\tflags interval',
+			'\t\telements = { 10.1.0.0/24 . "br-abc", 10.2.0.0/24 . "z_b" }',
+			'\t}',
+			'\tchain postrouting {',
+			'\t\ttype nat hook postrouting priority srcnat - 10; policy accept;',
+			'\t\tip saddr . oifname @network_bridge return',
+			'\t\tsnat ip to ip saddr map @network_source',
+			'\t}',
+			'}',
+			'table ip6 docker-egress {}',
+			'delete table ip6 docker-egress',
+			'table ip6 docker-egress {',
+			'\tcomment "docker-egress: egress source addresses; managed by docker egress, do not edit"',
+			'\tmap network_source {',
+			'\t\ttype ipv6_addr : ipv6_addr',
+			'\t\tflags interval',
+			'\t\telements = { 2001:db8:1::/64 comment "z_6" : 2001:db8:a::11 }',
+			'\t}',
+			'\tset network_bridge {',
+			'\t\ttype ipv6_addr . ifname',
+			'\t\tflags interval',
+			'\t\telements = { 2001:db8:1::/64 . "z_6" }',
+			'\t}',
+			'\tchain postrouting {',
+			'\t\ttype nat hook postrouting priority srcnat - 10; policy accept;',
+			'\t\tip6 saddr . oifname @network_bridge return',
+			'\t\tsnat ip6 to ip6 saddr map @network_source',
+			'\t}',
+			'}',
+			'',
+		].join('\n'),
+	);
+});
+
+test('no rules: the table goes (only where it exists); nothing at all to do is empty input', (t) => {
+	t.is(renderNft([], ['ip'], { ip: true }), 'table ip docker-egress {}\ndelete table ip docker-egress\n');
+	t.is(renderNft([], ['ip', 'ip6'], { ip: false, ip6: false }), '');
+});
+
+test('names are for people: quotes and odd characters never reach nft raw, long ones are cut', (t) => {
+	const text = renderNft([{ network: `a"b\n${'x'.repeat(300)}`, subnet: '10.3.0.0/24', bridge: 'br-x', sourceIp: '192.0.2.13' }], ['ip']);
+	t.regex(text, /10\.3\.0\.0\/24 comment "a_b_x{116}" : 192\.0\.2\.13/);
+});
+
+// What `nft -j list table ip docker-egress` printed for the layout above (nft 1.0.6).
+const listed = JSON.stringify({
+	nftables: [
+		{ metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
+		{ table: { family: 'ip', name: 'docker-egress', handle: 3 } },
+		{
+			map: {
+				family: 'ip',
+				name: 'network_source',
+				table: 'docker-egress',
+				type: 'ipv4_addr',
+				handle: 2,
+				map: 'ipv4_addr',
+				flags: ['interval'],
+				elem: [
+					[{ elem: { val: { prefix: { addr: '10.1.0.0', len: 24 } }, comment: 'z_a' } }, '192.0.2.11'],
+					[{ elem: { val: '10.2.0.7', comment: 'z_b' } }, '192.0.2.12'],
+				],
+			},
+		},
+		{
+			set: {
+				family: 'ip',
+				name: 'network_bridge',
+				table: 'docker-egress',
+				type: ['ipv4_addr', 'ifname'],
+				handle: 3,
+				flags: ['interval'],
+				elem: [{ concat: [{ prefix: { addr: '10.1.0.0', len: 24 } }, 'br-abc'] }, { concat: ['10.2.0.7', 'z_b'] }],
+			},
+		},
+		{ chain: { family: 'ip', table: 'docker-egress', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 90, policy: 'accept' } },
+		{
+			rule: {
+				family: 'ip',
+				table: 'docker-egress',
+				chain: 'postrouting',
+				handle: 4,
+				expr: [{ match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { meta: { key: 'oifname' } }] }, right: '@network_bridge' } }, { return: null }],
+			},
+		},
+		{ rule: { family: 'ip', table: 'docker-egress', chain: 'postrouting', handle: 5, expr: [{ snat: { addr: { map: { key: { payload: { protocol: 'ip', field: 'saddr' } }, data: '@network_source' } } } }] } },
+	],
+});
+
+test('reads our table back: elements with their bridge and name, intact', (t) => {
+	const state = parseNftTable(listed, 'ip');
+	t.true(state.intact, state.damage.join('; '));
+	t.deepEqual(nftRules({ ip: state, ip6: absentTable }), [
+		{ network: 'z_a', subnet: '10.1.0.0/24', bridge: 'br-abc', sourceIp: '192.0.2.11' },
+		{ network: 'z_b', subnet: '10.2.0.7/32', bridge: 'z_b', sourceIp: '192.0.2.12' },
+	]);
+});
+
+test('a flushed chain, a changed priority or a rule someone added is damage', (t) => {
+	const data = JSON.parse(listed) as { nftables: Array<Record<string, any>> };
+	const flushed = { nftables: data.nftables.filter((item) => !item['rule']) };
+	t.false(parseNftTable(JSON.stringify(flushed), 'ip').intact);
+	const moved = structuredClone(data);
+	moved.nftables.find((item) => item['chain'])!['chain'].prio = 100;
+	t.regex(parseNftTable(JSON.stringify(moved), 'ip').damage.join(), /priority 90/);
+	const extra = structuredClone(data);
+	extra.nftables.push({ rule: { family: 'ip', table: 'docker-egress', chain: 'postrouting', handle: 9, expr: [{ accept: null }] } });
+	t.false(parseNftTable(JSON.stringify(extra), 'ip').intact);
+});
