@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { nftFamilies, NFT_TABLE, renderNft, type NftFamily } from '../core/nft.js';
 import { CHAIN, jumpShadow, parseNatState, planSync, renderRestore, ruleKey, ruleText, type NatState, type SnatRule } from '../core/rules.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
-import { parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
+import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
 import { debug } from '../log.js';
 import { runCommand } from './run.js';
 
@@ -112,7 +112,7 @@ export class IptablesBackend implements FirewallBackend {
 	async read(options: ReadOptions): Promise<IptablesState> {
 		// nft shows what else hooks nat postrouting (Docker 29's nftables tables, firewalld, …);
 		// where nft is missing, nothing but iptables can be there.
-		const chains = runCommand('nft', ['-j', 'list', 'chains']).catch(() => '{"nftables":[]}');
+		const chains = nftJson(['list', 'chains']).catch(() => undefined);
 		let nat6Error: Error | undefined;
 		const [nat, nat6, chainsText] = await Promise.all([
 			this.firewall.readNat(),
@@ -125,7 +125,7 @@ export class IptablesBackend implements FirewallBackend {
 				: parseNatState(''),
 			chains,
 		]);
-		const all = parseChains(chainsText);
+		const all = parseChains(chainsText ?? []);
 		// With the nft flavour, the `nat` tables are iptables' own: what is above the jump is read from iptables-save.
 		const isOurs = (chain: { family: string; table: string }) =>
 			chain.table === NFT_TABLE || (this.firewall.flavour === 'nft' && chain.table === 'nat' && (chain.family === 'ip' || chain.family === 'ip6'));
@@ -157,7 +157,7 @@ export class IptablesBackend implements FirewallBackend {
 		}
 
 		if (nftTables && nftTables.length > 0) {
-			steps.push({ command: ['nft', '-f', '-'], input: renderNft([], nftTables) });
+			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft([], nftTables) });
 			notes.push(`removed the nftables backend's tables (${nftTables.map((family) => `${family} ${NFT_TABLE}`).join(', ')}; moved to iptables)`);
 		}
 

@@ -8,8 +8,8 @@ import { canonicalIpv6 } from '../core/address.js';
 import { debug } from '../log.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
 import { Firewall } from './iptables.js';
-import { parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
-import { runCommand, runProcess } from './run.js';
+import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf, type NftItems } from './nft-hooks.js';
+import { runCommand } from './run.js';
 
 type NftState = FirewallState & {
 	backend: 'nftables';
@@ -22,16 +22,16 @@ export class NftablesBackend implements FirewallBackend {
 	readonly name = 'nftables' as const;
 	private version = '';
 	/** The first `nft -j list chains`, started by probe(); used by the first read. */
-	private primed: Promise<string> | undefined;
+	private primed: Promise<NftItems> | undefined;
 
-	constructor(primed?: Promise<string>) {
+	constructor(primed?: Promise<NftItems>) {
 		this.primed = primed;
 		primed?.catch(() => undefined);
 	}
 
 	/** Starts `nft -j list chains`: it answers whether nft works here, and the first read uses it. */
-	static probe(): Promise<string> {
-		return runCommand('nft', ['-j', 'list', 'chains']);
+	static async probe(): Promise<NftItems> {
+		return (await nftJson(['list', 'chains'])) ?? [];
 	}
 
 	describe(): string {
@@ -78,7 +78,7 @@ export class NftablesBackend implements FirewallBackend {
 		const steps: Step[] = [];
 		if (families.length > 0) {
 			const present = Object.fromEntries(nftFamilies.map((family) => [family, tables[family].exists]));
-			steps.push({ command: ['nft', '-f', '-'], input: renderNft(wanted, families, present) });
+			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present) });
 		}
 
 		if (iptables) {
@@ -151,16 +151,8 @@ function familyChanged(family: NftFamily, added: SnatRule[], removed: SnatRule[]
 }
 
 async function readTable(family: NftFamily): Promise<NftTableState> {
-	const result = await runProcess('nft', ['-j', 'list', 'table', family, NFT_TABLE]);
-	if (result.exitCode !== 0) {
-		if (/No such file or directory/.test(result.stderr)) {
-			return absentTable;
-		}
-
-		await runCommand('nft', ['-j', 'list', 'table', family, NFT_TABLE]); // throws with its stderr
-	}
-
-	return parseNftTable(result.stdout, family);
+	const items = await nftJson(['list', 'table', family, NFT_TABLE]);
+	return items ? parseNftTable(items, family) : absentTable;
 }
 
 /** What the iptables backend left: its chain and jumps, both families (unreadable: none). */
@@ -171,7 +163,7 @@ async function readIptablesLeftovers(): Promise<{ flavour: Firewall; nat: NatSta
 	return { flavour: firewall, nat, nat6 };
 }
 
-function versionOf(text: string): string {
-	const match = /"version":\s*"([^"]+)"/.exec(text);
-	return match ? `v${match[1]}` : '';
+function versionOf(items: NftItems): string {
+	const version = (items.find((item) => item['metainfo'])?.['metainfo'] as { version?: unknown } | undefined)?.version;
+	return typeof version === 'string' ? `v${version}` : '';
 }

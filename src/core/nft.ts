@@ -121,9 +121,8 @@ function quote(text: string): string {
 
 type Json = Record<string, unknown>;
 
-/** Parses `nft -j list table` output of one of our tables. */
-export function parseNftTable(text: string, family: NftFamily): NftTableState {
-	const items = (JSON.parse(text) as { nftables?: Json[] }).nftables ?? [];
+/** Parses `nft -j list table` output (its `nftables` items) of one of our tables. */
+export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 	const damage: string[] = [];
 	const sources = new Map<string, NftElement>();
 	const bridges = new Map<string, string>();

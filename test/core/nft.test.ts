@@ -68,7 +68,7 @@ test('names are for people: quotes and odd characters never reach nft raw, long 
 });
 
 // What `nft -j list table ip docker-egress` printed for the layout above (nft 1.0.6).
-const listed = JSON.stringify({
+const listed = {
 	nftables: [
 		{ metainfo: { version: '1.0.6', release_name: 'Lester Gooch #5', json_schema_version: 1 } },
 		{ table: { family: 'ip', name: 'docker-egress', handle: 3 } },
@@ -109,11 +109,11 @@ const listed = JSON.stringify({
 			},
 		},
 		{ rule: { family: 'ip', table: 'docker-egress', chain: 'postrouting', handle: 5, expr: [{ snat: { addr: { map: { key: { payload: { protocol: 'ip', field: 'saddr' } }, data: '@network_source' } } } }] } },
-	],
-});
+	] as Array<Record<string, any>>,
+};
 
 test('reads our table back: elements with their bridge and name, intact', (t) => {
-	const state = parseNftTable(listed, 'ip');
+	const state = parseNftTable(listed.nftables, 'ip');
 	t.true(state.intact, state.damage.join('; '));
 	t.deepEqual(nftRules({ ip: state, ip6: absentTable }), [
 		{ network: 'z_a', subnet: '10.1.0.0/24', bridge: 'br-abc', sourceIp: '192.0.2.11' },
@@ -122,13 +122,11 @@ test('reads our table back: elements with their bridge and name, intact', (t) =>
 });
 
 test('a flushed chain, a changed priority or a rule someone added is damage', (t) => {
-	const data = JSON.parse(listed) as { nftables: Array<Record<string, any>> };
-	const flushed = { nftables: data.nftables.filter((item) => !item['rule']) };
-	t.false(parseNftTable(JSON.stringify(flushed), 'ip').intact);
-	const moved = structuredClone(data);
-	moved.nftables.find((item) => item['chain'])!['chain'].prio = 100;
-	t.regex(parseNftTable(JSON.stringify(moved), 'ip').damage.join(), /priority 90/);
-	const extra = structuredClone(data);
-	extra.nftables.push({ rule: { family: 'ip', table: 'docker-egress', chain: 'postrouting', handle: 9, expr: [{ accept: null }] } });
-	t.false(parseNftTable(JSON.stringify(extra), 'ip').intact);
+	t.false(parseNftTable(listed.nftables.filter((item) => !item['rule']), 'ip').intact);
+	const moved = structuredClone(listed.nftables);
+	moved.find((item) => item['chain'])!['chain'].prio = 100;
+	t.regex(parseNftTable(moved, 'ip').damage.join(), /priority 90/);
+	const extra = structuredClone(listed.nftables);
+	extra.push({ rule: { family: 'ip', table: 'docker-egress', chain: 'postrouting', handle: 9, expr: [{ accept: null }] } });
+	t.false(parseNftTable(extra, 'ip').intact);
 });
