@@ -115,6 +115,8 @@
 //                                 directly (`docker-egress [globalArgs] egress …`) or through the real
 //                                 CLI (`docker --config <configDir> [globalArgs] egress …`); DOCKER_HOST
 //                                 and DOCKER_CONFIG are set (override or unset them with env: {X: undefined})
+//   sb.dockerdCommand({pidfile?}) {file, args, env} that start this sandbox's dockerd (its engine, flags
+//                                 and PATH): for tests that restart the daemon themselves
 //   sb.installPlugin(configDir?)  links <configDir>/cli-plugins/docker-egress to the plugin binary
 //   sb.stop()                     idempotent; removes containers, dockerd (+containerd, shims), httpds,
 //                                 mounts, all namespaces and the temp dir
@@ -490,30 +492,8 @@ export class Sandbox {
 		// execa's types only accept literal fd numbers, hence the cast.
 		const log = openSync(this.dockerdLog, 'a') as 3;
 		try {
-			this.dockerd = execa(
-				'nsenter',
-				[
-					`--net=${this.nsPath}`,
-					engine.binDir ? join(engine.binDir, 'dockerd') : 'dockerd',
-					'--config-file', join(this.dir, 'daemon.json'),
-					'--data-root', join(this.dir, 'data'),
-					'--exec-root', join(this.dir, 'exec'),
-					'--pidfile', join(this.dir, 'dockerd.pid'),
-					'--host', this.dockerHost,
-					'--shutdown-timeout', '3',
-					...engine.dockerdArgs,
-					...(this.options.dockerdArgs ?? []),
-				],
-				{
-					stdin: 'ignore',
-					stdout: log,
-					stderr: log,
-					reject: false,
-					cleanup: false,
-					// The engine's containerd, shim, runc and docker-proxy come first.
-					...(engine.binDir ? { env: { PATH: `${engine.binDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } } : {}),
-				},
-			);
+			const { file, args, env } = this.dockerdCommand();
+			this.dockerd = execa(file, args, { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false, env });
 		} finally {
 			closeSync(log);
 		}
@@ -555,6 +535,32 @@ export class Sandbox {
 			{ env: { DOCKER_CONFIG: this.configDir }, timeout: 60_000 },
 		);
 		rmSync(img, { recursive: true, force: true });
+	}
+
+	/**
+	 * How this sandbox runs its dockerd (engine binary, flags, PATH), for a test that stops the daemon
+	 * and starts it again: execa(file, args, {env, …}). Give another pidfile so that stop() does not
+	 * mistake the new daemon for the one it started (it still finds it by namespace and ends it).
+	 */
+	dockerdCommand(opts: { pidfile?: string } = {}): { file: string; args: string[]; env: Record<string, string> } {
+		const engine = this.engineSpec;
+		return {
+			file: 'nsenter',
+			args: [
+				`--net=${this.nsPath}`,
+				engine.binDir ? join(engine.binDir, 'dockerd') : 'dockerd',
+				'--config-file', join(this.dir, 'daemon.json'),
+				'--data-root', join(this.dir, 'data'),
+				'--exec-root', join(this.dir, 'exec'),
+				'--pidfile', opts.pidfile ?? join(this.dir, 'dockerd.pid'),
+				'--host', this.dockerHost,
+				'--shutdown-timeout', '3',
+				...engine.dockerdArgs,
+				...(this.options.dockerdArgs ?? []),
+			],
+			// The engine's containerd, shim, runc (29) and docker-proxy come first.
+			env: engine.binDir ? { PATH: `${engine.binDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } : {},
+		};
 	}
 
 	/** The daemon must be the engine asked for: same major version, same firewall backend. */
