@@ -2,12 +2,25 @@
 #
 #   make build     type-check (tsc) and package dist/docker-egress (esbuild + Node SEA)
 #   make install   build, then install into $(PLUGIN_DIR) (default: per-user Docker CLI plugins)
-#   make test      build, then run the ava tests from build/ (tsc output)
+#   make test      build, install the test engines, then run the ava tests from build/ (tsc output):
+#                  the unit tests once, the integration suite on each Docker engine (see below)
+#   make engines   install Docker 29.7.2 and Docker 28 into .cache/engines (test/engines/install.sh)
 #   make check     type-check only
-#   make clean     remove build/ and dist/
+#   make clean     remove build/ and dist/ (and .cache/: the Node runtime, the engines)
 #
 # System-wide install: make install PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
-# Dependencies are expected to be installed already (npm ci).
+# Dependencies: `npm ci` runs by itself when node_modules is missing or older than package-lock.json.
+#
+# The engine matrix of `make test` (DOCKER_EGRESS_TEST_ENGINE, test/helpers/engines.ts):
+#   ENGINES       engines to run, in order (default: 29-nftables 29-iptables 28 20.10)
+#   FULL_ENGINES  those of ENGINES that run the whole integration suite (default: 29-nftables);
+#                 the others run MATRIX_TESTS
+#   MATRIX_TESTS  compiled test files for the other engines
+#   UNIT_TESTS    run once before the engines (empty: skip them)
+#   AVA_FLAGS     passed to every ava run
+# e.g. make test ENGINES=28 UNIT_TESTS=                  (MATRIX_TESTS on Docker 28 only)
+#      make test ENGINES=28 FULL_ENGINES=28 UNIT_TESTS=  (the whole integration suite on Docker 28)
+#      make test ENGINES=20.10 MATRIX_TESTS=build/test/integration/sandbox.test.js AVA_FLAGS=--serial
 
 # Expanded by the shell at install time, so DOCKER_CONFIG and HOME are those of the caller.
 PLUGIN_DIR ?= $${DOCKER_CONFIG:-$$HOME/.docker}/cli-plugins
@@ -24,10 +37,20 @@ SEA_NODE ?= $(DEFAULT_SEA_NODE)
 TSC ?= node_modules/.bin/tsc
 AVA ?= node_modules/.bin/ava
 AVA_FLAGS ?=
+NPM ?= npm
+
+ENGINES ?= 29-nftables 29-iptables 28 20.10
+FULL_ENGINES ?= 29-nftables
+MATRIX_TESTS ?= build/test/integration/sandbox.test.js build/test/integration/create.test.js build/test/integration/sync.test.js
+# Globs reach ava as they are (the recipe runs with `set -f`): ava expands them.
+UNIT_TESTS ?= build/test/{core,cli,adapters,commands,pkg}/**/*.test.js
+INTEGRATION_TESTS ?= build/test/integration/**/*.test.js
 
 EXE := dist/docker-egress
 # tsc emits build/ for the tests; this stamp records a successful, complete emit.
 TSC_STAMP := build/.tsc-stamp
+# npm writes this file on every install: node_modules is current when it is newer than the lock file.
+NPM_STAMP := node_modules/.package-lock.json
 
 # Directories are listed too: their mtime changes when a file is added or removed. Absolute paths,
 # so that the directory test/ is never mistaken for the target `test`.
@@ -39,29 +62,57 @@ BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.
 
 .DEFAULT_GOAL := build
 .DELETE_ON_ERROR:
-.PHONY: build install install-service uninstall test check clean
+.PHONY: build install install-service uninstall test check clean engines
 
 build: $(EXE)
 
 # Type-check (and emit build/) first: a binary is only made from code that type-checks.
-$(EXE): $(TSC_STAMP) $(BUNDLE_INPUTS) $(SEA_NODE)
+$(EXE): $(TSC_STAMP) $(BUNDLE_INPUTS) $(SEA_NODE) $(NPM_STAMP)
 	$(NODE) pkg/build.mjs --node "$(SEA_NODE)"
 
+# (touched: the file keeps the npm tarball's 1985 mtime, which made every `make` fetch it again)
 $(DEFAULT_SEA_NODE): pkg/node-runtime.json pkg/fetch-node.mjs
 	$(NODE) pkg/fetch-node.mjs $@
+	touch $@
 
 # A full emit into an empty build/, so files deleted from src/ or test/ leave no stale .js behind
 # for ava to pick up.
-$(TSC_STAMP): $(TS_INPUTS)
+$(TSC_STAMP): $(TS_INPUTS) $(NPM_STAMP)
 	rm -rf build
 	$(TSC) -p tsconfig.json
 	touch $@
 
-check:
+# A fresh clone (no node_modules) or a changed lock file: install the dependencies first.
+$(NPM_STAMP): package-lock.json
+	$(NPM) ci
+	touch $@
+
+check: $(NPM_STAMP)
 	$(TSC) -p tsconfig.json --noEmit
 
-test: $(EXE) $(TSC_STAMP)
-	$(AVA) $(AVA_FLAGS)
+# Docker 29.7.2 (../shared/engines, or DOCKER_EGRESS_ENGINES_SRC) and Docker 28 (Debian sid) into
+# .cache/engines; quick when already there. Only the engines named in ENGINES.
+engines:
+	test/engines/install.sh $(ENGINES)
+
+# Every run is made (a failing engine does not hide the next ones); the summary says which failed.
+test: $(EXE) $(TSC_STAMP) engines
+	@set -f; failed=''; summary=''; \
+	header() { printf '\n%s\n== %s\n%s\n' "$$(printf '=%.0s' $$(seq 1 78))" "$$1" "$$(printf '=%.0s' $$(seq 1 78))"; }; \
+	if [ -n "$$(echo $(UNIT_TESTS))" ]; then \
+		header "unit tests: $(UNIT_TESTS)"; start=$$(date +%s); \
+		if $(AVA) $(AVA_FLAGS) $(UNIT_TESTS); then r=passed; else r=FAILED; failed="$$failed unit"; fi; \
+		summary="$$summary\n  unit tests: $$r ($$(( $$(date +%s) - start )) s)"; \
+	fi; \
+	for engine in $(ENGINES); do \
+		files="$(MATRIX_TESTS)"; what='MATRIX_TESTS'; \
+		for full in $(FULL_ENGINES); do [ "$$full" = "$$engine" ] && files="$(INTEGRATION_TESTS)" && what='full integration suite'; done; \
+		header "engine $$engine (DOCKER_EGRESS_TEST_ENGINE=$$engine): $$what: $$files"; start=$$(date +%s); \
+		if DOCKER_EGRESS_TEST_ENGINE=$$engine $(AVA) $(AVA_FLAGS) $$files; then r=passed; else r=FAILED; failed="$$failed $$engine"; fi; \
+		summary="$$summary\n  $$engine ($$what): $$r ($$(( $$(date +%s) - start )) s)"; \
+	done; \
+	header "summary"; printf "$$summary\n"; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
 
 # Benchmarks of issue 5 (start-up, sync at scale, watch latency and memory) on the real-Docker
 # sandbox of the tests, so they need what `make test` needs (root, dockerd, ...). About 15 minutes;

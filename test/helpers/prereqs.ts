@@ -12,14 +12,24 @@
 //   - missing, outside CI          -> prints a loud console.warn naming the reason and returns a
 //                                     `test` whose every registration (test, test.serial, .only,
 //                                     .failing, hooks) becomes a `.skip` one.
-// Use the returned function, not ava's, to register the tests of that file.
+// Use the returned function, not ava's, to register the tests of that file. Its tests (test,
+// test.serial, .only, .failing, .skip, .todo; not hooks) get their title prefixed with the engine
+// under test, e.g. `[docker 29 nftables] create gives …` (see ./engines.ts, DOCKER_EGRESS_TEST_ENGINE).
+//
+// The engine selected with DOCKER_EGRESS_TEST_ENGINE is a prerequisite too: an unknown name, or
+// binaries not installed in .cache/engines (`make engines`), is a reason like any other.
 import { accessSync, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execaSync } from 'execa';
 import type { TestFn } from 'ava';
+import { engineReason, selectedEngine } from './engines.js';
 
-/** Executables a Sandbox needs (dockerd also needs containerd and runc, both from docker.io). */
+/**
+ * Executables a Sandbox needs (dockerd also needs containerd and runc, both from docker.io). An
+ * engine from .cache/engines brings its own dockerd, containerd (and runc for 29): those are looked
+ * for there instead (./engines.ts).
+ */
 export const REQUIRED_COMMANDS = [
 	'dockerd',
 	'containerd',
@@ -109,12 +119,17 @@ function computeReason(): string | undefined {
 	if (process.platform !== 'linux') return `real-Docker tests need Linux (this is ${process.platform})`;
 	const uid = process.getuid?.();
 	if (uid !== 0) return `real-Docker tests need root (running as uid ${uid ?? '?'})`;
-	const missing: string[] = REQUIRED_COMMANDS.filter((c) => !findExecutable(c));
+	const engineProblem = engineReason();
+	if (engineProblem) return engineProblem;
+	const engine = selectedEngine();
+	const missing: string[] = REQUIRED_COMMANDS.filter((c) => !engine.binaries.includes(c) && !findExecutable(c));
 	if (!dockerCliPath()) missing.push('docker');
+	// Docker's nftables backend runs `nft` ("Failed to find nft tool" otherwise).
+	if (engine.firewallBackend === 'nftables' && !findExecutable('nft')) missing.push('nft');
 	if (missing.length > 0) {
 		return (
 			`missing on $PATH: ${missing.join(', ')} ` +
-			'(apt-get install -y docker.io iptables busybox-static util-linux iproute2)'
+			'(apt-get install -y docker.io iptables nftables busybox-static util-linux iproute2)'
 		);
 	}
 	const busybox = findExecutable('busybox')!;
@@ -144,7 +159,8 @@ export function gateRealDocker<Context>(
 	test: TestFn<Context>,
 	reason: string | undefined = sandboxReasonSync(),
 ): { test: TestFn<Context>; mode: GateMode; reason: string | undefined } {
-	if (reason === undefined) return { test, mode: 'run', reason };
+	const prefix = `[${engineLabel()}] `;
+	if (reason === undefined) return { test: titled(test, prefix), mode: 'run', reason };
 	if (isCI()) {
 		if (!failing.has(test)) {
 			failing.add(test);
@@ -152,10 +168,19 @@ export function gateRealDocker<Context>(
 				throw new Error(`real-Docker tests cannot run on this CI machine: ${reason}`);
 			});
 		}
-		return { test, mode: 'fail', reason };
+		return { test: titled(test, prefix), mode: 'fail', reason };
 	}
 	warnSkipped(test, reason);
-	return { test: skipping(test), mode: 'skip', reason };
+	return { test: titled(skipping(test), prefix), mode: 'skip', reason };
+}
+
+/** 'docker 29 nftables', or the raw value when DOCKER_EGRESS_TEST_ENGINE names no engine. */
+function engineLabel(): string {
+	try {
+		return selectedEngine().label;
+	} catch {
+		return `docker ${process.env.DOCKER_EGRESS_TEST_ENGINE ?? '?'}`;
+	}
 }
 
 /** See the comment at the top of this file. */
@@ -203,6 +228,34 @@ function skippingTests(target: Registrar): Registrar {
 			return Reflect.get(t, prop, receiver);
 		},
 	});
+}
+
+const TITLED = new WeakSet<object>();
+/** Registrars whose first argument is a test title (hooks, macro and meta are left alone). */
+const TITLED_REGISTRARS = new Set(['serial', 'only', 'skip', 'todo', 'failing']);
+
+/** A test function that prefixes every test title it registers (once, however often it is wrapped). */
+function titled<Context>(test: TestFn<Context>, prefix: string): TestFn<Context> {
+	return titledTests(test as unknown as Registrar, prefix) as unknown as TestFn<Context>;
+}
+
+function titledTests(target: Registrar, prefix: string): Registrar {
+	if (TITLED.has(target)) return target;
+	const proxy = new Proxy(target, {
+		apply: (t, thisArg, args: unknown[]) => {
+			const [title, ...rest] = args;
+			return Reflect.apply(t, thisArg, typeof title === 'string' ? [prefix + title, ...rest] : args);
+		},
+		get(t, prop, receiver) {
+			const value = Reflect.get(t, prop, receiver) as unknown;
+			if (typeof prop === 'string' && TITLED_REGISTRARS.has(prop) && typeof value === 'function') {
+				return titledTests(value as Registrar, prefix);
+			}
+			return value;
+		},
+	});
+	TITLED.add(proxy);
+	return proxy;
 }
 
 function skippingHook(hook: Registrar): Registrar {

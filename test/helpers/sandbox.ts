@@ -72,17 +72,30 @@
 // A sandbox per test instead:   const sb = await Sandbox.forTest(t);   (stopped by t.teardown)
 // (register such tests with `realDockerTest(anyTest)` from ./prereqs.ts for the same skip policy).
 //
+// The engine (./engines.ts): $DOCKER_EGRESS_TEST_ENGINE = '29-nftables' | '29-iptables' | '28' |
+// '20.10' (unset: '20.10', the system's dockerd). For 29 and 28 the dockerd comes from
+// <repo>/.cache/engines/docker-<major>/bin (test/engines/install.sh, `make engines`), which goes
+// first on its PATH (its containerd, shim, docker-proxy, and runc for 29; 28 uses the system's runc).
+// '29-nftables' adds --firewall-backend=nftables and turns IPv4 and IPv6 forwarding on in the host
+// namespace first (Docker's nftables backend does not). Every sandbox has a fresh namespace, so
+// backends never meet. After start-up the daemon must report the expected major version and, where it
+// reports one (28.2+), firewall backend, or start() fails. sb.engine = {key, version, firewallBackend}.
+// Tests registered with useSandbox()'s `test` (or realDockerTest) are titled `[docker 29 nftables] …`.
+//
 // Docker daemon flags: none are needed for IPv6 on user-defined networks (`docker network create
 // --ipv6 --subnet 2001:db8:1::/64 …` works with Docker 20.10 as is; containers get an IPv6 default
-// route via the bridge, the sandbox turns IPv6 forwarding on). Docker then writes no ip6tables rules
-// at all (no MASQUERADE, no isolation). options.dockerdArgs: DOCKERD_IP6TABLES makes Docker manage
-// ip6tables like iptables (MASQUERADE for IPv6 networks with masquerade on); add
-// ['--ipv6', '--fixed-cidr-v6', '2001:db8:2::/64'] for IPv6 on the default bridge.
+// route via the bridge, the sandbox turns IPv6 forwarding on). Docker 20.10 then writes no ip6tables
+// rules at all (no MASQUERADE, no isolation); Docker 27+ (28, 29) manage ip6tables by default
+// (sb.engine / ENGINES[key].ip6tablesByDefault). options.dockerdArgs: DOCKERD_IP6TABLES makes Docker
+// manage ip6tables like iptables on every engine (MASQUERADE for IPv6 networks with masquerade on):
+// `--experimental --ip6tables` for 20.10, just `--ip6tables` for 28/29 (no experimental mode there);
+// add ['--ipv6', '--fixed-cidr-v6', '2001:db8:2::/64'] for IPv6 on the default bridge.
 //
 // API (all commands get argument arrays, never a shell string; all run inside netns egh-<id>):
 //   Sandbox.start({topology?, ipv6?, uplinkBGatewayRoute?, rpFilter?, dockerdArgs?,
 //                  extraHostAddresses?, startTimeoutMs?})  -> Promise<Sandbox>  (cleans up on failure)
-//   sb.id, sb.hostNs, sb.upstreamNs (the echo server's netns), sb.nsPath, sb.upstreamNsPath, sb.dir,
+//   sb.engine ({key: '29-nftables'|'29-iptables'|'28'|'20.10', version: what `docker version` says,
+//   firewallBackend: 'nftables'|'iptables'}), sb.id, sb.hostNs, sb.upstreamNs (the echo server's netns), sb.nsPath, sb.upstreamNsPath, sb.dir,
 //   sb.socket, sb.dockerHost ('unix://…'), sb.configDir (DOCKER_CONFIG of docker()/egress()),
 //   sb.uplink ('eg-h'), sb.hostAddresses (IPv4 of all uplinks + extras), sb.dockerdLog (path)
 //   sb.topology, sb.ipv6, sb.uplinks (UplinkInfo of A, and of B in multihome: name, subnet, gateway,
@@ -102,6 +115,8 @@
 //                                 directly (`docker-egress [globalArgs] egress …`) or through the real
 //                                 CLI (`docker --config <configDir> [globalArgs] egress …`); DOCKER_HOST
 //                                 and DOCKER_CONFIG are set (override or unset them with env: {X: undefined})
+//   sb.dockerdCommand({pidfile?}) {file, args, env} that start this sandbox's dockerd (its engine, flags
+//                                 and PATH): for tests that restart the daemon themselves
 //   sb.installPlugin(configDir?)  links <configDir>/cli-plugins/docker-egress to the plugin binary
 //   sb.stop()                     idempotent; removes containers, dockerd (+containerd, shims), httpds,
 //                                 mounts, all namespaces and the temp dir
@@ -133,7 +148,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, execaSync, type ResultPromise } from 'execa';
 import type { ExecutionContext, TestFn } from 'ava';
+import { ENGINE_ENV, selectedEngine, type EngineKey, type EngineSpec, type FirewallBackend } from './engines.js';
 import { dockerCliPath, findExecutable, gateRealDocker } from './prereqs.js';
+
+export { ENGINES, ENGINE_KEYS, selectedEngine, type EngineKey, type EngineSpec, type FirewallBackend } from './engines.js';
 
 /** Repository root: this file is compiled to <repo>/build/test/helpers/sandbox.js. */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -208,8 +226,28 @@ export const ROUTER_B_ECHO_SIDE = { ipv4: '203.0.113.2', ipv6: '2001:db8:e::2' }
  * (not the echo server, not the routers), so B's gateway can be discovered from the main table.
  */
 export const UPLINK_B_GATEWAY_ROUTES = { ipv4: '203.0.113.64/26', ipv6: '2001:db8:f::/64' } as const;
-/** Daemon flags that make Docker 20.10 manage ip6tables (MASQUERADE etc.) for IPv6 networks. */
-export const DOCKERD_IP6TABLES = ['--experimental', '--ip6tables'] as const;
+/**
+ * Daemon flags that make Docker manage ip6tables (MASQUERADE etc.) for IPv6 networks, for the engine
+ * under test: 20.10 needs experimental mode for it; 27+ (28, 29) accept `--experimental` but need only
+ * `--ip6tables` (their default anyway), so experimental mode is not turned on there.
+ */
+export const DOCKERD_IP6TABLES: readonly string[] = engineIp6tablesArgs();
+
+function engineIp6tablesArgs(): readonly string[] {
+	try {
+		return selectedEngine().major >= 27 ? ['--ip6tables'] : ['--experimental', '--ip6tables'];
+	} catch {
+		return ['--experimental', '--ip6tables']; // unknown engine: prereqs.ts reports it
+	}
+}
+
+/** The engine a sandbox runs (sb.engine). */
+export interface EngineInfo {
+	readonly key: EngineKey;
+	/** Server version as `docker version` reports it, e.g. '29.7.2', '28.5.2+dfsg4', '20.10.24+dfsg1'. */
+	readonly version: string;
+	readonly firewallBackend: FirewallBackend;
+}
 
 const ECHO_BRIDGE = 'eg-br';
 const ROUTER_ECHO_LINK = 'eg-e';
@@ -294,6 +332,11 @@ type Background = Pick<ChildProcess, 'pid' | 'exitCode' | 'signalCode'> & Promis
 
 export class Sandbox {
 	readonly id: string;
+	/** The engine under test (known once start() has returned). */
+	get engine(): EngineInfo {
+		if (!this.engineInfo) throw new Error(`sandbox ${this.id}: dockerd not started yet`);
+		return this.engineInfo;
+	}
 	readonly hostNs: string;
 	/** The echo server's namespace (in 'single' also the upstream router). */
 	readonly upstreamNs: string;
@@ -320,6 +363,8 @@ export class Sandbox {
 	readonly echoAddress6: string | undefined;
 
 	private readonly options: SandboxOptions;
+	private readonly engineSpec: EngineSpec;
+	private engineInfo: EngineInfo | undefined;
 	private readonly nsIds = new Set<string>();
 	private readonly createdNs: string[] = [];
 	private readonly routerNames: { a: string; b: string } | undefined;
@@ -338,6 +383,7 @@ export class Sandbox {
 	private constructor(id: string, options: SandboxOptions) {
 		this.id = id;
 		this.options = options;
+		this.engineSpec = selectedEngine();
 		this.topology = options.topology ?? 'single';
 		const multihome = this.topology === 'multihome';
 		this.ipv6 = multihome || (options.ipv6 ?? false);
@@ -435,27 +481,19 @@ export class Sandbox {
 		}
 
 		// dockerd in the host namespace, with its own everything.
+		const engine = this.engineSpec;
+		if (engine.needsForwarding) {
+			// Docker's nftables backend leaves forwarding alone (iptables' sets ip_forward itself).
+			await this.sysctl(this.hostNs, ['net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+		}
 		mkdirSync(this.configDir, { recursive: true });
 		writeFileSync(join(this.dir, 'daemon.json'), '{}\n');
 		// dockerd writes straight into the log file (no pipe through this process, which may exit first).
 		// execa's types only accept literal fd numbers, hence the cast.
 		const log = openSync(this.dockerdLog, 'a') as 3;
 		try {
-			this.dockerd = execa(
-				'nsenter',
-				[
-					`--net=${this.nsPath}`,
-					'dockerd',
-					'--config-file', join(this.dir, 'daemon.json'),
-					'--data-root', join(this.dir, 'data'),
-					'--exec-root', join(this.dir, 'exec'),
-					'--pidfile', join(this.dir, 'dockerd.pid'),
-					'--host', this.dockerHost,
-					'--shutdown-timeout', '3',
-					...(this.options.dockerdArgs ?? []),
-				],
-				{ stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false },
-			);
+			const { file, args, env } = this.dockerdCommand();
+			this.dockerd = execa(file, args, { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false, env });
 		} finally {
 			closeSync(log);
 		}
@@ -469,15 +507,21 @@ export class Sandbox {
 		if (this.echoAddress6) await this.waitForEchoServer(this.echoAddress6, PRIMARY_ADDRESS6);
 
 		const deadline = Date.now() + (this.options.startTimeoutMs ?? 60_000);
+		let version: string;
 		for (;;) {
 			if (dockerdExited) throw new Error(`dockerd of sandbox ${this.id} exited during start-up\n${this.logTail()}`);
 			const r = await this.docker(['version', '--format', '{{.Server.Version}}'], { reject: false, timeout: 10_000 });
-			if (r.exitCode === 0) break;
+			if (r.exitCode === 0) {
+				version = r.stdout.trim();
+				break;
+			}
 			if (Date.now() > deadline) {
 				throw new Error(`dockerd of sandbox ${this.id} did not answer on ${this.dockerHost}: ${r.stderr.trim()}\n${this.logTail()}`);
 			}
 			await sleep(100);
 		}
+
+		this.engineInfo = await this.checkEngine(version);
 
 		// Probe image without a registry: static busybox.
 		const img = join(this.dir, 'img');
@@ -491,6 +535,50 @@ export class Sandbox {
 			{ env: { DOCKER_CONFIG: this.configDir }, timeout: 60_000 },
 		);
 		rmSync(img, { recursive: true, force: true });
+	}
+
+	/**
+	 * How this sandbox runs its dockerd (engine binary, flags, PATH), for a test that stops the daemon
+	 * and starts it again: execa(file, args, {env, …}). Give another pidfile so that stop() does not
+	 * mistake the new daemon for the one it started (it still finds it by namespace and ends it).
+	 */
+	dockerdCommand(opts: { pidfile?: string } = {}): { file: string; args: string[]; env: Record<string, string> } {
+		const engine = this.engineSpec;
+		return {
+			file: 'nsenter',
+			args: [
+				`--net=${this.nsPath}`,
+				engine.binDir ? join(engine.binDir, 'dockerd') : 'dockerd',
+				'--config-file', join(this.dir, 'daemon.json'),
+				'--data-root', join(this.dir, 'data'),
+				'--exec-root', join(this.dir, 'exec'),
+				'--pidfile', opts.pidfile ?? join(this.dir, 'dockerd.pid'),
+				'--host', this.dockerHost,
+				'--shutdown-timeout', '3',
+				...engine.dockerdArgs,
+				...(this.options.dockerdArgs ?? []),
+			],
+			// The engine's containerd, shim, runc (29) and docker-proxy come first.
+			env: engine.binDir ? { PATH: `${engine.binDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` } : {},
+		};
+	}
+
+	/** The daemon must be the engine asked for: same major version, same firewall backend. */
+	private async checkEngine(version: string): Promise<EngineInfo> {
+		const engine = this.engineSpec;
+		const wrong = (what: string) =>
+			new Error(
+				`sandbox ${this.id}: ${ENGINE_ENV}=${engine.key} asked for ${engine.label}, but the dockerd started ` +
+					`(${engine.binDir ? join(engine.binDir, 'dockerd') : 'dockerd on $PATH'}) ${what}\n${this.logTail()}`,
+			);
+		const major = Number(/^(\d+)\./.exec(version)?.[1]);
+		if (major !== engine.major) throw wrong(`reports version ${JSON.stringify(version)}`);
+		// API 1.49+ (Docker 28.2+): {"Driver":"nftables","Info":[…]}; older daemons: null.
+		const r = await this.docker(['info', '--format', '{{json .FirewallBackend}}'], { timeout: 20_000 });
+		const reported = (JSON.parse(r.stdout.trim() || 'null') as { Driver?: string } | null)?.Driver;
+		if (reported === undefined && engine.major >= 29) throw wrong(`reports no firewall backend (docker info: ${r.stdout.trim()})`);
+		if (reported !== undefined && reported !== engine.firewallBackend) throw wrong(`uses the ${reported} firewall backend`);
+		return { key: engine.key, version, firewallBackend: engine.firewallBackend };
 	}
 
 	/** The original layout: host `eg-h` <-> upstream `eg-u` (which is also the echo server). */
