@@ -45,8 +45,10 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 	for (const view of views) {
 		if (view.network.problem) {
 			warn(`network ${view.network.name} is invalid: ${view.network.problem}`);
-		} else if (view.status === 'shadowed' || view.status === 'missing') {
-			warn(`network ${view.network.name} is ${view.status}: ${view.statusReason ?? 'its rule is not in place'}`);
+		} else if (view.status === 'shadowed') {
+			warn(`network ${view.network.name} is ${view.statusReason ?? 'shadowed'}`);
+		} else if (view.status === 'missing') {
+			warn(`network ${view.network.name} is missing its rule: ${view.statusReason ?? 'not in place'}`);
 		} else if (view.network.masquerade) {
 			warn(failsOpenWarning(view.network.name));
 		}

@@ -59,7 +59,7 @@ export function syncReport(result: SyncResult, dryRun: boolean): string[] {
 		...plan.added.map((rule) => line(verb('added', 'add'), rule)),
 		...plan.removed.map((rule) => line(verb('removed', 'remove'), rule)),
 		...plan.unchanged.map((rule) => line('unchanged', rule)),
-		...plan.notes.map((note) => `${'firewall'.padEnd(10)}${dryRun ? `(to do) ${note}` : note}`),
+		...plan.notes.map((note) => `${'firewall'.padEnd(10)}${dryRun ? `(dry run) ${note}` : note}`),
 	];
 	for (const args of result.routingCommands) {
 		lines.push(`${verb('routing', 'routing').padEnd(10)}ip ${args.join(' ')}`);

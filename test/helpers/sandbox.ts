@@ -115,6 +115,7 @@
 //                                 directly (`docker-egress [globalArgs] egress …`) or through the real
 //                                 CLI (`docker --config <configDir> [globalArgs] egress …`); DOCKER_HOST
 //                                 and DOCKER_CONFIG are set (override or unset them with env: {X: undefined})
+//   sb.stopDockerd(), sb.startDockerd(), sb.restartDockerd()   the daemon (same engine, flags, state)
 //   sb.dockerdCommand({pidfile?}) {file, args, env} that start this sandbox's dockerd (its engine, flags
 //                                 and PATH): for tests that restart the daemon themselves
 //   sb.installPlugin(configDir?)  links <configDir>/cli-plugins/docker-egress to the plugin binary
@@ -488,39 +489,12 @@ export class Sandbox {
 		}
 		mkdirSync(this.configDir, { recursive: true });
 		writeFileSync(join(this.dir, 'daemon.json'), '{}\n');
-		// dockerd writes straight into the log file (no pipe through this process, which may exit first).
-		// execa's types only accept literal fd numbers, hence the cast.
-		const log = openSync(this.dockerdLog, 'a') as 3;
-		try {
-			const { file, args, env } = this.dockerdCommand();
-			this.dockerd = execa(file, args, { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false, env });
-		} finally {
-			closeSync(log);
-		}
-		this.dockerdPid = this.dockerd.pid;
-		let dockerdExited = false;
-		void this.dockerd.finally(() => {
-			dockerdExited = true;
-		});
+		const launched = this.launchDockerd();
 
 		await this.waitForEchoServer(this.echoAddress, PRIMARY_ADDRESS);
 		if (this.echoAddress6) await this.waitForEchoServer(this.echoAddress6, PRIMARY_ADDRESS6);
 
-		const deadline = Date.now() + (this.options.startTimeoutMs ?? 60_000);
-		let version: string;
-		for (;;) {
-			if (dockerdExited) throw new Error(`dockerd of sandbox ${this.id} exited during start-up\n${this.logTail()}`);
-			const r = await this.docker(['version', '--format', '{{.Server.Version}}'], { reject: false, timeout: 10_000 });
-			if (r.exitCode === 0) {
-				version = r.stdout.trim();
-				break;
-			}
-			if (Date.now() > deadline) {
-				throw new Error(`dockerd of sandbox ${this.id} did not answer on ${this.dockerHost}: ${r.stderr.trim()}\n${this.logTail()}`);
-			}
-			await sleep(100);
-		}
-
+		const version = await launched;
 		this.engineInfo = await this.checkEngine(version);
 
 		// Probe image without a registry: static busybox.
@@ -535,6 +509,57 @@ export class Sandbox {
 			{ env: { DOCKER_CONFIG: this.configDir }, timeout: 60_000 },
 		);
 		rmSync(img, { recursive: true, force: true });
+	}
+
+	/**
+	 * Starts this sandbox's dockerd and resolves to its version once it answers. Its log goes
+	 * straight into the log file (no pipe through this process, which may exit first).
+	 */
+	private launchDockerd(): Promise<string> {
+		// execa's types only accept literal fd numbers, hence the cast.
+		const log = openSync(this.dockerdLog, 'a') as 3;
+		try {
+			const { file, args, env } = this.dockerdCommand();
+			this.dockerd = execa(file, args, { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false, env });
+		} finally {
+			closeSync(log);
+		}
+		this.dockerdPid = this.dockerd.pid;
+		let dockerdExited = false;
+		void this.dockerd.finally(() => {
+			dockerdExited = true;
+		});
+		return (async () => {
+			const deadline = Date.now() + (this.options.startTimeoutMs ?? 60_000);
+			for (;;) {
+				if (dockerdExited) throw new Error(`dockerd of sandbox ${this.id} exited during start-up\n${this.logTail()}`);
+				const r = await this.docker(['version', '--format', '{{.Server.Version}}'], { reject: false, timeout: 10_000 });
+				if (r.exitCode === 0) return r.stdout.trim();
+				if (Date.now() > deadline) {
+					throw new Error(`dockerd of sandbox ${this.id} did not answer on ${this.dockerHost}: ${r.stderr.trim()}\n${this.logTail()}`);
+				}
+				await sleep(100);
+			}
+		})();
+	}
+
+	/** Stops the daemon (SIGTERM, as a service manager does); containers stop with it. */
+	async stopDockerd(): Promise<void> {
+		if (this.dockerdPid !== undefined) await stopProcess(this.dockerd, this.dockerdPid, 20_000);
+		this.dockerd = undefined;
+		this.dockerdPid = undefined;
+	}
+
+	/** Starts the daemon again (same engine, flags, state) and waits until it answers. */
+	async startDockerd(): Promise<void> {
+		if (this.dockerd && running(this.dockerd)) throw new Error(`dockerd of sandbox ${this.id} is running already`);
+		await this.launchDockerd();
+	}
+
+	/** stopDockerd() then startDockerd(): what `systemctl restart docker` does. */
+	async restartDockerd(): Promise<void> {
+		await this.stopDockerd();
+		await this.startDockerd();
 	}
 
 	/**
