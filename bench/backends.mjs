@@ -107,6 +107,8 @@ try {
 	inNs('ip', ['addr', 'add', '192.0.2.11/24', 'dev', 'up0']);
 	inNs('ip', ['link', 'set', 'up0', 'up']);
 	inNs('ip', ['route', 'add', 'default', 'dev', 'up0']);
+	// A static neighbour: without one, datagrams queue for ARP and the sender blocks.
+	inNs('ip', ['neigh', 'add', '198.18.0.1', 'lladdr', '02:00:00:00:00:01', 'dev', 'up0']);
 	inNs('ip', ['link', 'add', 'src0', 'type', 'veth', 'peer', 'name', 'src0p']);
 	inNs('ip', ['link', 'set', 'src0p', 'up']);
 	inNs('ip', ['link', 'set', 'src0', 'up']);

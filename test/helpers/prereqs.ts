@@ -159,7 +159,7 @@ export function gateRealDocker<Context>(
 	test: TestFn<Context>,
 	reason: string | undefined = sandboxReasonSync(),
 ): { test: TestFn<Context>; mode: GateMode; reason: string | undefined } {
-	const prefix = `[${engineLabel()}] `;
+	const prefix = `[${engineLabel()}, egress ${pluginBackendLabel()}] `;
 	if (reason === undefined) return { test: titled(test, prefix), mode: 'run', reason };
 	if (isCI()) {
 		if (!failing.has(test)) {
@@ -172,6 +172,14 @@ export function gateRealDocker<Context>(
 	}
 	warnSkipped(test, reason);
 	return { test: titled(skipping(test), prefix), mode: 'skip', reason };
+}
+
+/**
+ * The plugin's firewall backend in this run: DOCKER_EGRESS_FIREWALL_BACKEND, else its own choice
+ * (nftables wherever nft works, as on every machine the tests run on). A test file may pin another.
+ */
+function pluginBackendLabel(): string {
+	return process.env.DOCKER_EGRESS_FIREWALL_BACKEND || 'nftables';
 }
 
 /** 'docker 29 nftables', or the raw value when DOCKER_EGRESS_TEST_ENGINE names no engine. */

@@ -81,7 +81,7 @@ test.serial('a created network and a labelled one with masquerade on egress from
 	await ok(t, egress(sb, ['sync']));
 	const expected = { z_bk_a: '192.0.2.11', z_bk_m: '192.0.2.12' };
 	await expectEgress(t, sb, 'after sync', expected);
-	const verify = await ok(t, egress(sb, ['verify', 'z_bk_m']));
+	const verify = await ok(t, egress(sb, ['verify', 'z_bk_m', '--url', sb.echoUrl(), '--image', 'egress-probe:latest']));
 	t.regex(verify, /192\.0\.2\.12/);
 
 	// dockerd restarts (its own rules are put back, Docker's MASQUERADE ends on top again): no sync.
