@@ -11,16 +11,18 @@
 # System-wide install: make install PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
 # Dependencies: `npm ci` runs by itself when node_modules is missing or older than package-lock.json.
 #
-# The engine matrix of `make test` (DOCKER_EGRESS_TEST_ENGINE, test/helpers/engines.ts):
-#   ENGINES       engines to run, in order (default: 29-nftables 29-iptables 28 20.10)
-#   FULL_ENGINES  those of ENGINES that run the whole integration suite (default: 29-nftables);
-#                 the others run MATRIX_TESTS
-#   MATRIX_TESTS  compiled test files for the other engines
+# The matrix of `make test`: runs of ENGINE:BACKEND:SCOPE, in order (README "Tests" says why these):
+#   ENGINE   the Docker engine of the sandbox (DOCKER_EGRESS_TEST_ENGINE, test/helpers/engines.ts):
+#            29-nftables, 29-iptables, 28, 20.10
+#   BACKEND  the plugin's firewall backend (DOCKER_EGRESS_FIREWALL_BACKEND): nftables, iptables
+#   SCOPE    full (INTEGRATION_TESTS) or matrix (MATRIX_TESTS)
+#   ENGINES       only the runs of these engines (default: all four)
+#   MATRIX        the runs (default below)
 #   UNIT_TESTS    run once before the engines (empty: skip them)
 #   AVA_FLAGS     passed to every ava run
-# e.g. make test ENGINES=28 UNIT_TESTS=                  (MATRIX_TESTS on Docker 28 only)
-#      make test ENGINES=28 FULL_ENGINES=28 UNIT_TESTS=  (the whole integration suite on Docker 28)
-#      make test ENGINES=20.10 MATRIX_TESTS=build/test/integration/sandbox.test.js AVA_FLAGS=--serial
+# e.g. make test ENGINES=28 UNIT_TESTS=                         (the runs on Docker 28 only)
+#      make test MATRIX=20.10:iptables:full UNIT_TESTS=          (one run)
+#      make test MATRIX=28:nftables:matrix MATRIX_TESTS=build/test/integration/sandbox.test.js
 
 # Expanded by the shell at install time, so DOCKER_CONFIG and HOME are those of the caller.
 PLUGIN_DIR ?= $${DOCKER_CONFIG:-$$HOME/.docker}/cli-plugins
@@ -40,8 +42,8 @@ AVA_FLAGS ?=
 NPM ?= npm
 
 ENGINES ?= 29-nftables 29-iptables 28 20.10
-FULL_ENGINES ?= 29-nftables
-MATRIX_TESTS ?= build/test/integration/sandbox.test.js build/test/integration/create.test.js build/test/integration/sync.test.js
+MATRIX ?= 29-nftables:nftables:full 29-iptables:nftables:full 28:iptables:full 20.10:nftables:full 20.10:iptables:matrix
+MATRIX_TESTS ?= build/test/integration/sandbox.test.js build/test/integration/create.test.js build/test/integration/sync.test.js build/test/integration/backends.test.js
 # Globs reach ava as they are (the recipe runs with `set -f`): ava expands them.
 UNIT_TESTS ?= build/test/{core,cli,adapters,commands,pkg}/**/*.test.js
 INTEGRATION_TESTS ?= build/test/integration/**/*.test.js
@@ -104,12 +106,13 @@ test: $(EXE) $(TSC_STAMP) engines
 		if $(AVA) $(AVA_FLAGS) $(UNIT_TESTS); then r=passed; else r=FAILED; failed="$$failed unit"; fi; \
 		summary="$$summary\n  unit tests: $$r ($$(( $$(date +%s) - start )) s)"; \
 	fi; \
-	for engine in $(ENGINES); do \
-		files="$(MATRIX_TESTS)"; what='MATRIX_TESTS'; \
-		for full in $(FULL_ENGINES); do [ "$$full" = "$$engine" ] && files="$(INTEGRATION_TESTS)" && what='full integration suite'; done; \
-		header "engine $$engine (DOCKER_EGRESS_TEST_ENGINE=$$engine): $$what: $$files"; start=$$(date +%s); \
-		if DOCKER_EGRESS_TEST_ENGINE=$$engine $(AVA) $(AVA_FLAGS) $$files; then r=passed; else r=FAILED; failed="$$failed $$engine"; fi; \
-		summary="$$summary\n  $$engine ($$what): $$r ($$(( $$(date +%s) - start )) s)"; \
+	for run in $(MATRIX); do \
+		engine=$${run%%:*}; rest=$${run#*:}; backend=$${rest%%:*}; scope=$${rest#*:}; \
+		case " $(ENGINES) " in *" $$engine "*) ;; *) continue;; esac; \
+		if [ "$$scope" = full ]; then files="$(INTEGRATION_TESTS)"; what='full integration suite'; else files="$(MATRIX_TESTS)"; what='MATRIX_TESTS'; fi; \
+		header "engine $$engine, egress backend $$backend: $$what: $$files"; start=$$(date +%s); \
+		if DOCKER_EGRESS_TEST_ENGINE=$$engine DOCKER_EGRESS_FIREWALL_BACKEND=$$backend $(AVA) $(AVA_FLAGS) $$files; then r=passed; else r=FAILED; failed="$$failed $$run"; fi; \
+		summary="$$summary\n  $$engine, egress $$backend ($$what): $$r ($$(( $$(date +%s) - start )) s)"; \
 	done; \
 	header "summary"; printf "$$summary\n"; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi

@@ -238,7 +238,7 @@ test.serial("moving between the backends takes one sync and leaves nothing of ou
 	await sb.exec('iptables', ['-t', 'nat', '-D', 'POSTROUTING', '-s', '10.98.0.0/24', '-o', 'eg-h', '-j', 'DOCKER-EGRESS']);
 	await ok(t, egress(sb, ['rm', 'z_bk_x'], iptables));
 	await ok(t, egress(sb, ['sync']));
-	await eventually('no rule left', async () => (await sb.exec('iptables-save', ['-t', 'nat'])).stdout, (save) => !save.includes('-A DOCKER-EGRESS -s'));
+	await eventually('no rule left for 10.91.4.0/24', async () => (await sb.exec('iptables-save', ['-t', 'nat'])).stdout, (save) => !save.includes('-A DOCKER-EGRESS -s 10.91.4.0/24'));
 });
 
 test('a bad --firewall-backend is one clear line and no change', async (t) => {
