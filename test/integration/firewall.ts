@@ -215,14 +215,15 @@ export async function flushEgressRules(sb: Sandbox, backend = firewallBackend())
 }
 
 /**
- * Removes all trace of our rules: the nft table (map and set included, so that a half-written
+ * Removes all trace of our rules (whether or not there are any): the nft table (map and set included, so that a half-written
  * rewrite could not hide behind elements left from before), or, with iptables, the chain's rules.
  */
 export async function deleteEgressTable(sb: Sandbox, backend = firewallBackend()): Promise<void> {
 	if (backend === 'iptables') {
 		await flushEgressRules(sb, backend);
 	} else {
-		await sb.exec(NFT, ['delete', 'table', 'ip', NFT_TABLE]);
+		// Declaring the table first makes the delete succeed whether or not it exists (one transaction).
+		await sb.exec(NFT, ['-f', '-'], { input: `table ip ${NFT_TABLE} {}\ndelete table ip ${NFT_TABLE}\n` });
 	}
 }
 

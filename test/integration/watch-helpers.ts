@@ -200,9 +200,19 @@ export async function rewriteMark(sb: Sandbox, backend: Backend, subnet: string)
 	return line?.match(/^\[(\d+:\d+)\]/)?.[1];
 }
 
-/** The firewall tool a backend runs for a transaction, as /proc/PID/stat names it. */
-function isApplyChild(backend: Backend, comm: string): boolean {
-	return backend === 'nftables' ? comm === 'nft' : /^iptables.*(restor|-re$)/.test(comm);
+/**
+ * Whether `pid` is the firewall tool applying a transaction: iptables-restore, or `nft -f` (not one
+ * of the `nft -j list` reads that come before it, which a SIGKILL would interrupt harmlessly).
+ */
+function isApplyChild(backend: Backend, pid: number): boolean {
+	const comm = commOf(pid);
+	if (backend === 'iptables') return /^iptables.*(restor|-re$)/.test(comm);
+	if (comm !== 'nft') return false;
+	try {
+		return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('-f');
+	} catch {
+		return false;
+	}
 }
 
 /**
@@ -211,7 +221,7 @@ function isApplyChild(backend: Backend, comm: string): boolean {
  * network that must keep egressing through all of it.
  */
 export async function sigkillMidApply(t: ExecutionContext, sb: Sandbox, backend: Backend, keep: { name: string; subnet: string; ip: string }): Promise<void> {
-	const tool = backend === 'nftables' ? 'nft' : 'iptables-restore';
+	const tool = backend === 'nftables' ? 'nft -f' : 'iptables-restore';
 	const count = 60;
 	const bulk = Array.from({ length: count }, (_, i) => ({ name: `z_bulk_${String(i + 1).padStart(2, '0')}`, subnet: `10.200.${i + 1}.0/24` }));
 	const bulkIp = '192.0.2.13';
@@ -236,7 +246,7 @@ export async function sigkillMidApply(t: ExecutionContext, sb: Sandbox, backend:
 			// The most hostile moment: while its firewall child is running (if we catch it before
 			// the write is done and "watch started" is logged).
 			const deadline = Date.now() + 15_000;
-			const applying = () => childrenOf(watch.pid).filter((pid) => isApplyChild(backend, commOf(pid)));
+			const applying = () => childrenOf(watch.pid).filter((pid) => isApplyChild(backend, pid));
 			let caught = false;
 			while (!caught && Date.now() < deadline && watch.running && watch.find('watch started').length === 0) {
 				caught = applying().length > 0;
