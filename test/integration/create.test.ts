@@ -2,7 +2,7 @@
 // egress network reach the outside world from its source IP, as the upstream echo server sees it.
 import anyTest from 'ava';
 import { useSandbox } from '../helpers/sandbox.js';
-import { egressRules, networkNames, postrouting, saveAll, subnetOf } from './firewall.js';
+import { deleteEgressRule, egressRules, firewallBackend, iptablesChainExists, networkNames, nftChain, postrouting, saveAll, subnetOf } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest);
 
@@ -26,9 +26,25 @@ test.serial('two egress networks leave from their own IPs; the default bridge fr
 	t.is(inspect[0]!['Labels']['docker-egress.source-ip'], '192.0.2.12');
 	t.is(inspect[0]!['Labels']['team'], 'web');
 
-	// Our chain is jumped to first, ahead of Docker's MASQUERADE.
-	t.is((await postrouting(sb))[0], '-A POSTROUTING -j DOCKER-EGRESS');
-	t.is((await egressRules(sb)).length, 2);
+	if (firewallBackend() === 'iptables') {
+		// Our chain is jumped to first, ahead of Docker's MASQUERADE.
+		t.is((await postrouting(sb))[0], '-A POSTROUTING -j DOCKER-EGRESS');
+	} else {
+		// Our own base chain, hooked before every NAT chain at srcnat (100); no iptables chain beside it.
+		const own = await nftChain(sb);
+		t.like(own?.chain, { type: 'nat', hook: 'postrouting', prio: 90, policy: 'accept' });
+		t.is(own?.rules.length, 2);
+		t.false(await iptablesChainExists(sb), 'the iptables backend is not used as well');
+	}
+
+	const subnetA = await subnetOf(sb, 'z_custom_a');
+	t.deepEqual(
+		(await egressRules(sb)).map(({ subnet, bridge, sourceIp }) => ({ subnet, bridge, sourceIp })).sort((x, y) => x.sourceIp.localeCompare(y.sourceIp)),
+		[
+			{ subnet: subnetA, bridge: 'z_custom_a', sourceIp: '192.0.2.11' },
+			{ subnet: '10.77.0.0/24', bridge: 'z_custom_b', sourceIp: '192.0.2.12' },
+		],
+	);
 });
 
 test.serial('ls shows every egress network with a live rule, in every format', async (t) => {
@@ -61,11 +77,13 @@ test.serial('ls shows every egress network with a live rule, in every format', a
 
 test.serial('a rule deleted by hand shows as missing; inspect shows the exact rule and the containers', async (t) => {
 	const sb = sandbox();
-	const [rule] = (await egressRules(sb)).filter((line) => line.includes('z_custom_b'));
-	await sb.exec('iptables', ['-t', 'nat', '-D', ...rule!.replace(/^-A /, '').split(' ').map((w) => w.replaceAll('"', ''))]);
+	await deleteEgressRule(sb, '10.77.0.0/24');
+	// Masquerade is off: without its rule the network's traffic leaves untranslated (no answer).
+	t.not(await sb.tryProbe('z_custom_b', { timeoutSeconds: 3 }), '192.0.2.12', 'the deleted rule no longer applies');
 	const ls = await sb.egress(['ls', '--format', '{{.Name}} {{.Status}}']);
 	t.is(ls.stdout.trim(), 'z_custom_a active\nz_custom_b missing');
 	t.is((await sb.egress(['sync'])).exitCode, 0);
+	t.is(await sb.probe('z_custom_b'), '192.0.2.12');
 
 	await sb.docker(['run', '-d', '--name', 'holder', '--network', 'z_custom_a', 'egress-probe:latest', 'sleep', '300']);
 	const inspect = await sb.egress(['inspect', 'z_custom_a'], { viaCli: true });
@@ -73,7 +91,13 @@ test.serial('a rule deleted by hand shows as missing; inspect shows the exact ru
 	const [view] = JSON.parse(inspect.stdout) as Array<Record<string, any>>;
 	const subnet = await subnetOf(sb, 'z_custom_a');
 	t.is(view!['Status'], 'active');
-	t.deepEqual(view!['Rules'], [`-A DOCKER-EGRESS -s ${subnet} ! -o z_custom_a -m comment --comment docker-egress:z_custom_a -j SNAT --to-source 192.0.2.11`]);
+	t.deepEqual(
+		view!['Rules'],
+		firewallBackend() === 'iptables'
+			? [`-A DOCKER-EGRESS -s ${subnet} ! -o z_custom_a -m comment --comment docker-egress:z_custom_a -j SNAT --to-source 192.0.2.11`]
+			: [`element ip docker-egress network_source { ${subnet} : 192.0.2.11 }`, `element ip docker-egress network_bridge { ${subnet} . "z_custom_a" }`],
+	);
+	t.is(view!['FirewallBackend'], firewallBackend());
 	t.deepEqual(
 		view!['Containers'].map((c: Record<string, string>) => c['Name']),
 		['holder'],
@@ -89,7 +113,7 @@ test.serial('rm refuses a network in use and keeps its rule; then removes networ
 	t.regex(refused.stderr, /active endpoints/);
 	t.is(refused.stderr.trim().split('\n').length, 1, refused.stderr);
 	t.true((await networkNames(sb)).includes('z_custom_a'));
-	t.true((await egressRules(sb)).some((line) => line.includes(subnet)));
+	t.true((await egressRules(sb)).some((rule) => rule.subnet === subnet));
 	t.is(await sb.probe('z_custom_a'), '192.0.2.11');
 
 	await sb.docker(['rm', '-f', 'holder']);
@@ -97,7 +121,7 @@ test.serial('rm refuses a network in use and keeps its rule; then removes networ
 	t.is(removed.exitCode, 0, removed.stderr);
 	t.false((await networkNames(sb)).includes('z_custom_a'));
 	t.false((await saveAll(sb)).includes(subnet), 'no rule in any table mentions the removed subnet');
-	t.true((await egressRules(sb)).some((line) => line.includes('z_custom_b')), 'the other network keeps its rule');
+	t.true((await egressRules(sb)).some((rule) => rule.bridge === 'z_custom_b'), 'the other network keeps its rule');
 });
 
 test.serial('a network labelled by plain docker network create is an egress network too', async (t) => {

@@ -3,7 +3,7 @@
 // and `verify` tells what really happens.
 import anyTest from 'ava';
 import { useSandbox, type Sandbox } from '../helpers/sandbox.js';
-import { networkNames, saveTable } from './firewall.js';
+import { egressRules, firewallBackend, firewallSnapshot, flushEgressRules, networkNames, nftChain, postrouting, ruleFor, saveAll } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest, { topology: 'multihome' });
 
@@ -14,13 +14,13 @@ async function ourRouting(sb: Sandbox): Promise<string> {
 
 const refused = test.macro(async (t, args: string[], message: RegExp) => {
 	const sb = sandbox();
-	const [nat, networks, routing] = await Promise.all([saveTable(sb), networkNames(sb), ourRouting(sb)]);
+	const [firewall, networks, routing] = await Promise.all([firewallSnapshot(sb), networkNames(sb), ourRouting(sb)]);
 	const r = await sb.egress(args);
 	t.not(r.exitCode, 0);
 	t.regex(r.stderr, message);
 	t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
 	t.deepEqual(await networkNames(sb), networks);
-	t.is(await saveTable(sb), nat);
+	t.is(await firewallSnapshot(sb), firewall);
 	t.is(await ourRouting(sb), routing);
 });
 
@@ -84,7 +84,7 @@ test.serial('verify: match through uplink B; mismatch once the rules are gone an
 	await sb.docker(['network', 'create', '--label', 'docker-egress.source-ip=192.0.2.13', '--subnet', '10.151.0.0/24', 'z_m_masq']);
 	t.is((await sb.egress(['sync'])).exitCode, 0);
 	t.like(JSON.parse((await sb.egress(['verify', 'z_m_masq', '--url', sb.echoUrl(4), '--image', 'egress-probe:latest', '--format', 'json'])).stdout), { Observed: '192.0.2.13', Match: true });
-	await sb.exec('iptables', ['-t', 'nat', '-F', 'DOCKER-EGRESS']);
+	await flushEgressRules(sb);
 	const bad = await sb.egress(['verify', 'z_m_masq', '--url', sb.echoUrl(4), '--image', 'egress-probe:latest', '--format', 'json']);
 	t.not(bad.exitCode, 0);
 	t.like(JSON.parse(bad.stdout), { Observed: '192.0.2.1', Match: false });
@@ -107,15 +107,21 @@ test.serial('a dual-stack network egresses from its IPv4 and its IPv6 source', a
 	t.is(await sb.probe('z_m_dual', { family: 6 }), '2001:db8:a::11');
 	const ls = await sb.egress(['ls', '--format', '{{.Name}} {{.Subnet}} {{.SourceIP}} {{.Status}}']);
 	t.is(ls.stdout.trim(), 'z_m_dual 10.152.0.0/24,2001:db8:1::/64 192.0.2.12,2001:db8:a::11 active');
-	const rules6 = (await sb.exec('ip6tables-save', ['-t', 'nat'])).stdout;
-	t.regex(rules6, /-A POSTROUTING -j DOCKER-EGRESS/);
-	t.regex(rules6, /-A DOCKER-EGRESS -s 2001:db8:1::\/64 ! -o z_m_dual .*-j SNAT --to-source 2001:db8:a::11/);
+	const rules = await egressRules(sb);
+	t.true(ruleFor(rules, '10.152.0.0/24', '192.0.2.12'));
+	t.true(ruleFor(rules, '2001:db8:1::/64', '2001:db8:a::11'), JSON.stringify(rules));
+	t.is(rules.find((rule) => rule.subnet === '2001:db8:1::/64')?.bridge, 'z_m_dual');
+	if (firewallBackend() === 'iptables') {
+		t.is((await postrouting(sb, 6))[0], '-A POSTROUTING -j DOCKER-EGRESS');
+	} else {
+		t.like((await nftChain(sb, 6))?.chain, { family: 'ip6', type: 'nat', hook: 'postrouting', prio: 90 });
+	}
 	const verify6 = await sb.egress(['verify', 'z_m_dual', '--url', sb.echoUrl(6), '--image', 'egress-probe:latest']);
 	t.is(verify6.exitCode, 0, verify6.stdout + verify6.stderr);
 	t.regex(verify6.stdout, /observed {2}2001:db8:a::11/);
 
 	t.is((await sb.egress(['rm', 'z_m_dual'])).exitCode, 0);
-	t.notRegex((await sb.exec('ip6tables-save', ['-t', 'nat'])).stdout, /2001:db8:1::/);
+	t.notRegex(await saveAll(sb), /2001:db8:1::/);
 });
 
 test.serial('refused: an IPv6 source on uplink B without --via6', refused, ['create', 'z_m_x', '--source-ip', '192.0.2.11', '--source-ipv6', '2001:db8:b::11', '--subnet6', '2001:db8:3::/64'], /2001:db8:b::11 is on eg-h2, which the default route does not use.*--via6 GATEWAY/);

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import anyTest, { type ExecutionContext } from 'ava';
 import { PRIMARY_ADDRESS, useSandbox, type Run, type Sandbox } from '../helpers/sandbox.js';
-import { egressRules, eventually, ruleFor, rulesOf, saveTable, sleep, waitForNoRule, waitForRule } from './firewall.js';
+import { egressRules, eventually, firewallSnapshot, ruleFor, rulesOf, sleep, waitForNoRule, waitForRule } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest);
 
@@ -182,7 +182,7 @@ test.serial('set to another IP on a policy network (while watch runs): moves it,
 	t.log(`set stderr:\n${set.stderr}`);
 	t.regex(set.stderr, /connections.*reset/);
 	const rules = rulesOf(await egressRules(sb), POL.recreated);
-	t.is(rules.length, 1, rules.join('\n'));
+	t.is(rules.length, 1, JSON.stringify(rules));
 	t.true(ruleFor(rules, POL.recreated, '192.0.2.13'));
 	t.is(await sb.probe(POL.name), '192.0.2.13');
 	t.true(watch.running);
@@ -253,11 +253,11 @@ test.serial('set for a network that does not exist yet: accepted with a warning;
 		await egress(sb, ['unset', net.name, ...sd(stateDir(sb))]);
 		await sb.docker(['network', 'rm', net.name], { reject: false });
 	});
-	const nat = await saveTable(sb);
+	const nat = await firewallSnapshot(sb);
 	const set = await egress(sb, ['set', net.name, '--source-ip', net.ip, ...sd(stateDir(sb))]);
 	t.is(set.exitCode, 0, set.stderr);
 	t.regex(set.stderr, /no network named/);
-	t.is(await saveTable(sb), nat, 'no rule yet');
+	t.is(await firewallSnapshot(sb), nat, 'no rule yet');
 
 	const watch = await startWatch(t, sb);
 	await plainNetwork(sb, net.name, net.subnet);
@@ -325,7 +325,7 @@ test.serial('a truncated or corrupt policies.json: ls, sync, set, unset and watc
 	];
 	for (const [kind, bytes] of broken) {
 		writeFileSync(policiesFile(dir), bytes);
-		const nat = await saveTable(sb);
+		const nat = await firewallSnapshot(sb);
 		for (const args of commands) {
 			const what = `${kind} file, ${args.join(' ')}`;
 			const r = await egress(sb, [...args, ...sd(dir)], { dir, timeout: 30_000 });
@@ -335,7 +335,7 @@ test.serial('a truncated or corrupt policies.json: ls, sync, set, unset and watc
 			t.is(r.stderr.trim().split('\n').length, 1, `${what}: one line, got:\n${r.stderr}`);
 			t.deepEqual(readFileSync(policiesFile(dir)), bytes, `${what}: file left as it was`);
 		}
-		t.is(await saveTable(sb), nat, `${kind} file: rules unchanged (a corrupt file is not an empty policy set)`);
+		t.is(await firewallSnapshot(sb), nat, `${kind} file: rules unchanged (a corrupt file is not an empty policy set)`);
 	}
 	t.is(await sb.probe(net.name), net.ip, 'the policy network kept its rule throughout');
 });
@@ -350,7 +350,7 @@ test.serial('set with a source IP that is not usable is refused with one line an
 	const fresh = join(sb.dir, 'state-fresh');
 	mkdirSync(fresh, { recursive: true });
 	const existing = readOrEmpty(policiesFile(stateDir(sb)));
-	const nat = await saveTable(sb);
+	const nat = await firewallSnapshot(sb);
 	const cases: Array<[string, RegExp]> = [
 		['192.0.2.50', /192\.0\.2\.50 is not an address of this host/],
 		['banana', /"banana": not an IP address/],
@@ -366,6 +366,6 @@ test.serial('set with a source IP that is not usable is refused with one line an
 		t.false(existsSync(policiesFile(fresh)), `${ip}: no state file written`);
 		t.is(readOrEmpty(policiesFile(stateDir(sb))), existing, `${ip}: state file unchanged`);
 	}
-	t.is(await saveTable(sb), nat);
+	t.is(await firewallSnapshot(sb), nat);
 	t.is(await sb.probe(net.name), PRIMARY_ADDRESS);
 });

@@ -4,7 +4,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import anyTest from 'ava';
 import { useSandbox } from '../helpers/sandbox.js';
-import { egressRules, networkNames, saveTable, subnetOf } from './firewall.js';
+import { egressRules, firewallBackend, firewallSnapshot, networkNames, NFT, ruleFor, subnetOf } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest);
 
@@ -17,14 +17,14 @@ test.serial('setup: one egress network to collide with', async (t) => {
 const refused = test.macro({
 	async exec(t, args: string[], message: RegExp, options: { globalArgs?: string[]; env?: Record<string, string | undefined>; stdout?: string } = {}) {
 		const sb = sandbox();
-		const [nat, networks] = await Promise.all([saveTable(sb), networkNames(sb)]);
+		const [firewall, networks] = await Promise.all([firewallSnapshot(sb), networkNames(sb)]);
 		const r = await sb.egress(args, options);
 		t.not(r.exitCode, 0, r.stdout);
 		t.regex(r.stderr, message);
 		t.is(r.stderr.trim().split('\n').length, 1, `one line on stderr, got:\n${r.stderr}`);
 		t.is(r.stdout.trim(), options.stdout ?? '');
 		t.deepEqual(await networkNames(sb), networks, 'no network created or removed');
-		t.is(await saveTable(sb), nat, 'nat table unchanged');
+		t.is(await firewallSnapshot(sb), firewall, 'firewall unchanged');
 	},
 	title: (title = '') => `refused: ${title}`,
 });
@@ -65,18 +65,32 @@ test.serial('when the rule cannot be installed, the new network is removed again
 	const sb = sandbox();
 	const fakeBin = path.join(sb.dir, 'failing-bin');
 	mkdirSync(fakeBin, { recursive: true });
-	for (const name of ['iptables-nft-restore', 'iptables-legacy-restore']) {
-		writeFileSync(path.join(fakeBin, name), '#!/bin/sh\necho "iptables-restore: line 2 failed (simulated)" >&2\nexit 1\n');
-		chmodSync(path.join(fakeBin, name), 0o755);
+	let env: Record<string, string>;
+	let message: RegExp;
+	if (firewallBackend() === 'iptables') {
+		for (const name of ['iptables-nft-restore', 'iptables-legacy-restore']) {
+			writeFileSync(path.join(fakeBin, name), '#!/bin/sh\necho "iptables-restore: line 2 failed (simulated)" >&2\nexit 1\n');
+			chmodSync(path.join(fakeBin, name), 0o755);
+		}
+
+		env = { PATH: `${fakeBin}:${process.env['PATH']}` };
+		message = /iptables-nft-restore -w --noflush failed: iptables-restore: line 2 failed \(simulated\)/;
+	} else {
+		// An nft that reads (and probes) as the real one, but fails every transaction (-f).
+		const wrapper = path.join(fakeBin, 'nft');
+		writeFileSync(wrapper, `#!/bin/sh\nfor arg; do\n\tif [ "$arg" = -f ]; then echo "Error: Could not process rule: simulated" >&2; exit 1; fi\ndone\nexec ${NFT} "$@"\n`);
+		chmodSync(wrapper, 0o755);
+		env = { DOCKER_EGRESS_NFT: wrapper };
+		message = new RegExp(`${wrapper.replaceAll('/', '\\/')} -f - failed: Error: Could not process rule: simulated`);
 	}
 
-	const [nat, networks] = await Promise.all([saveTable(sb), networkNames(sb)]);
-	const r = await sb.egress(['create', 'z_v_fail', '--source-ip', '192.0.2.12'], { env: { PATH: `${fakeBin}:${process.env['PATH']}` } });
+	const [firewall, networks] = await Promise.all([firewallSnapshot(sb), networkNames(sb)]);
+	const r = await sb.egress(['create', 'z_v_fail', '--source-ip', '192.0.2.12'], { env });
 	t.not(r.exitCode, 0);
-	t.regex(r.stderr, /iptables-nft-restore -w --noflush failed: iptables-restore: line 2 failed \(simulated\)/);
+	t.regex(r.stderr, message);
 	t.regex(r.stderr, /removed network z_v_fail again/);
 	t.deepEqual(await networkNames(sb), networks);
-	t.is(await saveTable(sb), nat);
+	t.is(await firewallSnapshot(sb), firewall);
 });
 
 test.serial('two creates at the same time both succeed, with distinct subnets and both rules', async (t) => {
@@ -90,8 +104,8 @@ test.serial('two creates at the same time both succeed, with distinct subnets an
 	const [subnet1, subnet2] = await Promise.all([subnetOf(sb, 'z_v_par1'), subnetOf(sb, 'z_v_par2')]);
 	t.not(subnet1, subnet2);
 	const rules = await egressRules(sb);
-	t.true(rules.some((line) => line.includes(subnet1) && line.includes('192.0.2.12')));
-	t.true(rules.some((line) => line.includes(subnet2) && line.includes('192.0.2.13')));
+	t.true(ruleFor(rules, subnet1, '192.0.2.12'));
+	t.true(ruleFor(rules, subnet2, '192.0.2.13'));
 	t.is(await sb.probe('z_v_par1'), '192.0.2.12');
 	t.is(await sb.probe('z_v_par2'), '192.0.2.13');
 });

@@ -2,6 +2,7 @@
 // network's source IP; it never leaves a container behind.
 import anyTest from 'ava';
 import { useSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { flushEgressRules } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest);
 const URL = 'http://192.0.2.254/cgi-bin/ip';
@@ -27,7 +28,7 @@ test.serial('masquerade on and the rule deleted by hand: mismatch, non-zero exit
 	t.is(good.exitCode, 0, good.stderr);
 	t.deepEqual(JSON.parse(good.stdout), { Network: 'z_ver2', Expected: ['192.0.2.12'], Observed: '192.0.2.12', Match: true });
 
-	await sb.exec('iptables', ['-t', 'nat', '-F', 'DOCKER-EGRESS']);
+	await flushEgressRules(sb);
 	const bad = await sb.egress(['verify', 'z_ver2', '--url', URL, '--image', 'egress-probe:latest', '--format', 'json']);
 	t.not(bad.exitCode, 0);
 	t.deepEqual(JSON.parse(bad.stdout), { Network: 'z_ver2', Expected: ['192.0.2.12'], Observed: '192.0.2.1', Match: false });
