@@ -58,7 +58,8 @@ export class NftablesBackend implements FirewallBackend {
 	plan(state: FirewallState, desired: Desired, _dockerBridges: ReadonlySet<string>): FirewallPlan {
 		const { tables, iptables } = state as NftState;
 		const wanted = [...desired.ipv4, ...desired.ipv6];
-		const actual = nftRules(tables);
+		// A damaged table serves nothing we can vouch for: its elements count as absent (added again).
+		const actual = nftRules(Object.fromEntries(nftFamilies.filter((family) => tables[family].intact).map((family) => [family, tables[family]])));
 		const actualKeys = new Set(actual.map((rule) => elementKey(rule)));
 		const wantedKeys = new Set(wanted.map((rule) => elementKey(rule)));
 		const added = wanted.filter((rule) => !actualKeys.has(elementKey(rule)));

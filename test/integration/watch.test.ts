@@ -6,96 +6,17 @@
 //
 // Every command gets an explicit state dir under the sandbox (never the machine's
 // /var/lib/docker-egress): --state-dir where the contract has it, DOCKER_EGRESS_STATE_DIR always.
-import { closeSync, openSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import anyTest from 'ava';
-import { execa, type ResultPromise } from 'execa';
-import { useSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { useSandbox } from '../helpers/sandbox.js';
 import { egressRules, firewallBackend, flushEgressRules, iptablesChainExists, nftChain, postrouting, ruleFor, sleep, waitForNoRule, waitForRule } from './firewall.js';
 import { egress, labelledNetwork, rewriteMark, sigkillMidApply, startWatch, stateDir } from './watch-helpers.js';
 
-// A dockerd this file started itself (the daemon-restart test). The sandbox only knows the one it
-// started, so this one must be stopped here (else the sandbox's teardown SIGKILLs it).
-// That test is the file's last one and stops it in its teardown; this hook is a fallback.
-let restartedDockerd: ResultPromise | undefined;
-async function stopRestartedDockerd(): Promise<void> {
-	if (restartedDockerd?.pid !== undefined && restartedDockerd.exitCode === null && restartedDockerd.signalCode === null) {
-		restartedDockerd.kill('SIGTERM');
-		const timer = setTimeout(() => restartedDockerd?.kill('SIGKILL'), 20_000);
-		await restartedDockerd.catch(() => undefined);
-		clearTimeout(timer);
-	}
-}
-anyTest.after.always('stop the dockerd restarted by a test', stopRestartedDockerd);
 
 const { test, sandbox } = useSandbox(anyTest);
 
 const JUMP = '-A POSTROUTING -j DOCKER-EGRESS';
 const backend = firewallBackend();
 const KEEP = { name: 'z_keep', subnet: '10.70.0.0/24', ip: '192.0.2.11' };
-
-// ---------------------------------------------------------------------------------------------
-// Helpers of this file only (the rest: ./watch-helpers.ts)
-
-function alive(pid: number): boolean {
-	try {
-		const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-		return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-	} catch {
-		return false;
-	}
-}
-
-/** Stops the sandbox's dockerd (SIGTERM by its pidfile) and waits until it is gone. */
-async function stopDockerd(sb: Sandbox): Promise<void> {
-	const pid = Number(readFileSync(join(sb.dir, 'dockerd.pid'), 'utf8').trim());
-	if (!Number.isInteger(pid) || pid <= 1) throw new Error(`bad dockerd pidfile in ${sb.dir}`);
-	process.kill(pid, 'SIGTERM');
-	const deadline = Date.now() + 30_000;
-	while (alive(pid)) {
-		if (Date.now() > deadline) {
-			process.kill(pid, 'SIGKILL');
-			throw new Error(`dockerd ${pid} did not stop within 30 s of SIGTERM`);
-		}
-		await sleep(50);
-	}
-}
-
-/**
- * Starts dockerd again as test/helpers/sandbox.ts does (same namespace, config, data and exec roots,
- * socket, log), and waits until it answers. Only its pidfile differs, so that the sandbox's own
- * teardown does not mistake it for the dockerd it started.
- */
-async function startDockerd(sb: Sandbox): Promise<void> {
-	const log = openSync(sb.dockerdLog, 'a') as 3;
-	try {
-		restartedDockerd = execa(
-			'nsenter',
-			[
-				`--net=${sb.nsPath}`,
-				'dockerd',
-				'--config-file', join(sb.dir, 'daemon.json'),
-				'--data-root', join(sb.dir, 'data'),
-				'--exec-root', join(sb.dir, 'exec'),
-				'--pidfile', join(sb.dir, 'dockerd-restarted.pid'),
-				'--host', sb.dockerHost,
-				'--shutdown-timeout', '3',
-			],
-			{ stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: false },
-		);
-	} finally {
-		closeSync(log);
-	}
-	void restartedDockerd.catch(() => undefined);
-	const deadline = Date.now() + 60_000;
-	for (;;) {
-		if (restartedDockerd.exitCode !== null || restartedDockerd.signalCode !== null) throw new Error('restarted dockerd exited during start-up');
-		const r = await sb.docker(['version', '--format', '{{.Server.Version}}'], { reject: false, timeout: 10_000 });
-		if (r.exitCode === 0) return;
-		if (Date.now() > deadline) throw new Error(`restarted dockerd did not answer: ${r.stderr}`);
-		await sleep(100);
-	}
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tests (serial: they share one Docker host and its firewall)
@@ -286,14 +207,13 @@ test.serial('dockerd restarts while watch runs: watch survives, logs "daemon los
 	const sb = sandbox();
 	// A long interval: what follows the restart is due to the reconnect, not the periodic check.
 	const watch = await startWatch(t, sb, { interval: '60' });
-	t.teardown(stopRestartedDockerd);
 
-	await stopDockerd(sb);
+	await sb.stopDockerd();
 	const lost = await watch.waitFor('daemon lost', {}, 20_000);
 	t.is(lost.level, 'warn');
 	await sleep(4_000); // several reconnection attempts while the daemon is away
 	t.true(watch.running, 'watch survives the daemon going away');
-	await startDockerd(sb);
+	await sb.startDockerd();
 	await watch.waitFor('daemon back', {}, 60_000);
 	t.is(watch.find('daemon lost').length, 1, `"daemon lost" once per outage:\n${watch.stderr}`);
 	t.is(watch.find('daemon back').length, 1);
