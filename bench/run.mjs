@@ -2,11 +2,14 @@
 // The benchmark suite of issue 5, items 1–4: start-up, sync at scale, event-to-rule latency in
 // `watch`, and the memory of a `watch` over many network events. Everything runs against the
 // real-Docker sandbox of the tests (build/test/helpers/sandbox.js: a network namespace with its
-// own dockerd and iptables), so no traffic and no rule ever touches the machine's own firewall.
+// own dockerd and firewall), so no traffic and no rule ever touches the machine's own firewall.
 //
 //   make bench                       build, then the full run (about 15 minutes on 2 cores)
 //   node bench/run.mjs --quick       small sizes, for trying the script out (about 2 minutes)
 //   node bench/run.mjs --only startup,sync,latency,memory   some sections only
+//   node bench/run.mjs --backend iptables   the plugin's firewall backend (default nftables, the
+//                                    plugin's own default): DOCKER_EGRESS_FIREWALL_BACKEND of
+//                                    every plugin process; every row and the JSON name it
 //
 // Prints one table (markdown, so it pastes into the README) where every figure names what it was
 // compared with in the same run, and writes the table and every raw figure to
@@ -32,6 +35,7 @@ if (!existsSync(join(helpers, 'sandbox.js'))) {
 }
 const { Sandbox, pluginBinary } = await import(join(helpers, 'sandbox.js'));
 const { dockerCliPath, sandboxReason } = await import(join(helpers, 'prereqs.js'));
+const { parseNftTable } = await import(join(repo, 'build', 'src', 'core', 'nft.js'));
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -61,8 +65,11 @@ const QUICK = {
 	memoryBudgetS: 30,
 };
 
+const SECTIONS = ['startup', 'sync', 'latency', 'memory'];
+const BACKENDS = ['nftables', 'iptables'];
+
 function parseArgs(argv) {
-	const opts = { ...DEFAULTS, only: ['startup', 'sync', 'latency', 'memory'], out: join(here, 'results', 'latest.json') };
+	const opts = { ...DEFAULTS, only: SECTIONS, backend: 'nftables', out: join(here, 'results', 'latest.json') };
 	for (let i = 0; i < argv.length; i++) {
 		const arg = argv[i];
 		const value = () => {
@@ -73,6 +80,7 @@ function parseArgs(argv) {
 		switch (arg) {
 			case '--quick': Object.assign(opts, QUICK); break;
 			case '--only': opts.only = value().split(','); break;
+			case '--backend': opts.backend = value(); break;
 			case '--out': opts.out = resolve(value()); break;
 			case '--startup-runs': opts.startupRuns = Number(value()); break;
 			case '--sync-sizes': opts.syncSizes = value().split(',').map(Number); break;
@@ -83,19 +91,24 @@ function parseArgs(argv) {
 			case '--memory-events': opts.memoryEvents = Number(value()); break;
 			case '--memory-budget': opts.memoryBudgetS = Number(value()); break;
 			case '-h': case '--help':
-				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 16).map((l) => l.slice(3)).join('\n'));
+				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 19).map((l) => l.slice(3)).join('\n'));
 				process.exit(0);
 				break;
 			default: throw new Error(`unknown argument ${arg}`);
 		}
 	}
-	for (const s of opts.only) if (!['startup', 'sync', 'latency', 'memory'].includes(s)) throw new Error(`--only: unknown section ${s}`);
+	for (const s of opts.only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section ${s}`);
+	if (!BACKENDS.includes(opts.backend)) throw new Error(`--backend: nftables or iptables, not ${opts.backend}`);
 	return opts;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Small tools
 
+/** The plugin's firewall backend in this run (--backend): set in every plugin process' environment. */
+let BACKEND = 'nftables';
+const BACKEND_ENV = 'DOCKER_EGRESS_FIREWALL_BACKEND';
+const NFT = '/usr/sbin/nft'; // where the plugin looks first
 const LABEL = 'docker-egress.source-ip';
 const SOURCE_IP = '192.0.2.11';
 const BIN = resolve(pluginBinary());
@@ -211,7 +224,7 @@ async function pool(items, width, job, deadline = Infinity) {
 }
 
 function pluginEnv(sb) {
-	return { ...CLEAN_ENV, DOCKER_HOST: sb.dockerHost, DOCKER_CONFIG: sb.configDir, DOCKER_EGRESS_STATE_DIR: join(sb.dir, 'state') };
+	return { ...CLEAN_ENV, DOCKER_HOST: sb.dockerHost, DOCKER_CONFIG: sb.configDir, DOCKER_EGRESS_STATE_DIR: join(sb.dir, 'state'), [BACKEND_ENV]: BACKEND };
 }
 
 /** `docker-egress [global] egress ARGS` inside the sandbox netns, timed as one process (nsenter execs it). */
@@ -227,10 +240,39 @@ async function egressOk(sb, args, opts = {}) {
 
 const inNs = (sb, cmd, args, opts) => run('nsenter', [`--net=${sb.nsPath}`, cmd, ...args], opts);
 
-async function chainRules(sb) {
+/** The rules of an iptables chain in the sandbox's nat table, as iptables-save prints them. */
+async function chainRules(sb, chain = 'DOCKER-EGRESS') {
 	const r = await inNs(sb, 'iptables-save', ['-t', 'nat'], { capture: true });
-	return r.stdout.split('\n').filter((l) => l.startsWith('-A DOCKER-EGRESS '));
+	return r.stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `));
 }
+
+/**
+ * The rules of ours in the kernel, whichever backend is in use, as [{subnet, name, sourceIp, bridge}]:
+ * nftables: the elements of map `ip docker-egress network_source` (name from the element's comment,
+ * bridge from set network_bridge; no table, no rules); iptables: the rules of chain DOCKER-EGRESS.
+ */
+async function ourRules(sb) {
+	if (BACKEND === 'nftables') {
+		const r = await inNs(sb, NFT, ['-j', 'list', 'table', 'ip', 'docker-egress'], { capture: true });
+		if (r.code !== 0) {
+			if (/No such file or directory/.test(r.stderr)) return [];
+			throw new Error(`nft -j list table ip docker-egress: exit ${r.code}\n${r.stderr}`);
+		}
+		const table = parseNftTable(JSON.parse(r.stdout).nftables, 'ip');
+		if (!table.intact) throw new Error(`table ip docker-egress is not as the plugin writes it: ${table.damage.join('; ')}`);
+		return table.elements.map((e) => ({ subnet: e.subnet, name: e.network, sourceIp: e.sourceIp, bridge: e.bridge }));
+	}
+	return (await chainRules(sb)).map((line) => ({
+		subnet: /(?:^| )-s (\S+)/.exec(line)?.[1],
+		name: /--comment "?docker-egress:([^" ]+)/.exec(line)?.[1],
+		sourceIp: /--to-source (\S+)/.exec(line)?.[1],
+		bridge: /! -o (\S+)/.exec(line)?.[1],
+		line,
+	}));
+}
+
+/** The rule of one network is in the kernel as the plugin writes it (subnet, bridge, address). */
+const ruleOf = (rules, net) => rules.find((r) => r.subnet === net.subnet && r.bridge === net.bridge && r.sourceIp === SOURCE_IP);
 
 /** The rule of one network as iptables arguments (for -C / -A), the way the plugin writes it. */
 const ruleArgs = (net) => ['-s', net.subnet, '!', '-o', net.bridge, '-m', 'comment', '--comment', `docker-egress:${net.name}`, '-j', 'SNAT', '--to-source', SOURCE_IP];
@@ -258,7 +300,7 @@ async function withSandbox(name, fn, options = {}) {
 
 /** Starts `watch` in the sandbox; resolves once it logged `watch started`. */
 async function startWatch(sb, extraGlobal = []) {
-	const watch = sb.egress(['watch', '--interval', '5', '--log-format', 'json'], { globalArgs: extraGlobal, env: { DOCKER_EGRESS_STATE_DIR: join(sb.dir, 'state'), ...Object.fromEntries(ENV_REMOVED.map((k) => [k, undefined])) } });
+	const watch = sb.egress(['watch', '--interval', '5', '--log-format', 'json'], { globalArgs: extraGlobal, env: { DOCKER_EGRESS_STATE_DIR: join(sb.dir, 'state'), [BACKEND_ENV]: BACKEND, ...Object.fromEntries(ENV_REMOVED.map((k) => [k, undefined])) } });
 	const exe = readlinkSync(`/proc/${watch.pid}/exe`);
 	const state = { watch, pid: watch.pid, exe, lines: [], listeners: new Set(), startedAt: undefined };
 	let buf = '';
@@ -334,7 +376,7 @@ async function benchStartup(opts, table) {
 				if (round_ >= 3) times[c.key].push(r.ms);
 			}
 		}
-		const result = { runs: opts.startupRuns, warmupRuns: 3, networks: nets.length, commands: {} };
+		const result = { backend: BACKEND, runs: opts.startupRuns, warmupRuns: 3, networks: nets.length, commands: {} };
 		for (const c of commands) result.commands[c.key] = { label: c.label, ...stats(times[c.key]) };
 		const size = statSync(BIN).size;
 		result.executableBytes = size;
@@ -401,14 +443,25 @@ function readdirNode() {
 async function benchSync(opts, table) {
 	return withSandbox('sync', async (sb) => {
 		const nets = []; // created, in order; network i uses subnet index i
-		const result = { levels: [], creation: [], cappedAt: undefined, budgetS: opts.syncBudgetS };
+		// The manual recipe writes its own iptables chain under the nftables backend: a chain named
+		// DOCKER-EGRESS would be the iptables backend's leftover, which sync removes.
+		const manualChain = BACKEND === 'iptables' ? 'DOCKER-EGRESS' : 'BENCH-MANUAL';
+		const result = { backend: BACKEND, manualChain, levels: [], creation: [], cappedAt: undefined, budgetS: opts.syncBudgetS };
 		const budgetEnd = now() + opts.syncBudgetS * 1000;
 		let rate; // networks per second, measured on the latest batch
 		const timeSync = async (global = []) => {
 			const r = await egress(sb, ['sync'], { global, capture: true });
 			if (r.code !== 0) throw new Error(`sync: exit ${r.code}\n${r.stderr}`);
+			const summary = r.stdout.trim().split('\n').at(-1) ?? '';
+			if (!summary.endsWith(` (${BACKEND})`)) throw new Error(`sync did not use the ${BACKEND} backend: ${summary}`);
 			return r;
 		};
+		// "From empty": no rule of ours in the kernel (iptables: our chain flushed; nftables: our table deleted).
+		const emptyOurs = () =>
+			BACKEND === 'iptables'
+				? mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-F', 'DOCKER-EGRESS'])
+				: mustRun('nsenter', [`--net=${sb.nsPath}`, NFT, 'delete', 'table', 'ip', 'docker-egress']);
+		if (manualChain !== 'DOCKER-EGRESS') await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-N', manualChain]);
 		const createUpTo = async (count) => {
 			const todo = Array.from({ length: count - nets.length }, (_, k) => nets.length + k);
 			if (todo.length === 0) return;
@@ -423,7 +476,7 @@ async function benchSync(opts, table) {
 		};
 		const manual = async (rules, note) => {
 			// The manual recipe, as operators script it: one `iptables -C || iptables -A` pair per rule.
-			const lines = rules.map((a) => `iptables -t nat -C DOCKER-EGRESS ${a.map(shq).join(' ')} 2>/dev/null || iptables -t nat -A DOCKER-EGRESS ${a.map(shq).join(' ')}`);
+			const lines = rules.map((a) => `iptables -t nat -C ${manualChain} ${a.map(shq).join(' ')} 2>/dev/null || iptables -t nat -A ${manualChain} ${a.map(shq).join(' ')}`);
 			const script = join(sb.dir, `manual-${note}.sh`);
 			writeFileSync(script, `set -e\n${lines.join('\n')}\n`);
 			const r = await inNs(sb, 'sh', [script], { capture: true, timeoutMs: MANUAL_TIMEOUT_S * 1000 });
@@ -455,17 +508,24 @@ async function benchSync(opts, table) {
 				if (r < opts.syncRepeats) {
 					oneAdded.push((await timeSync()).ms);
 				} else {
-					// One more, with -D: how many iptables-restore runs, and how many rules they wrote.
+					// One more, with -D: how many writes (iptables-restore or nft -f runs), and how many rules
+					// (nftables: map elements) they wrote.
 					const d = await timeSync(['-D']);
 					const lines = d.stderr.split('\n');
-					level.oneAddedRestores = lines.filter((l) => /^debug: exec: ip6?tables-\w+-restore/.test(l)).length;
-					level.oneAddedRulesWritten = lines.filter((l) => l.startsWith('-A DOCKER-EGRESS ')).length;
+					const writes = BACKEND === 'iptables' ? /^debug: exec: ip6?tables-\w+-restore/ : /^debug: exec: \S*nft -f/;
+					level.oneAddedRestores = lines.filter((l) => writes.test(l)).length;
+					level.oneAddedRulesWritten =
+						BACKEND === 'iptables'
+							? lines.filter((l) => l.startsWith('-A DOCKER-EGRESS ')).length
+							: lines.filter((l) => /^\s*elements = \{.* : /.test(l)).reduce((n, l) => n + (l.match(/ : /g)?.length ?? 0), 0);
 					level.oneAddedOutput = d.stdout.trim().split('\n').at(-1);
 				}
 			}
 			nets.push(last);
-			const rules = await chainRules(sb);
-			if (rules.length !== target) throw new Error(`expected ${target} rules in DOCKER-EGRESS, found ${rules.length}`);
+			const rules = await ourRules(sb);
+			if (rules.length !== target) throw new Error(`expected ${target} rules (${BACKEND}), found ${rules.length}`);
+			const absent = nets.slice(0, target).filter((n) => !ruleOf(rules, n));
+			if (absent.length > 0) throw new Error(`no rule (${BACKEND}) for ${absent.map((n) => n.name).join(' ')}`);
 			level.oneAddedMs = stats(oneAdded);
 			// Nothing changed.
 			const noChange = [];
@@ -474,19 +534,21 @@ async function benchSync(opts, table) {
 			// From an empty chain.
 			const fromEmpty = [];
 			for (let r = 0; r < opts.syncRepeats; r++) {
-				await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-F', 'DOCKER-EGRESS']);
+				await emptyOurs();
 				fromEmpty.push((await timeSync()).ms);
 			}
 			level.fromEmptyMs = stats(fromEmpty);
 			// The manual recipe for the same rules: from an empty chain, then with nothing to do.
 			const args = nets.slice(0, target).map(ruleArgs);
-			await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-F', 'DOCKER-EGRESS']);
+			await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-F', manualChain]);
 			const m1 = await manual(args, `empty-${target}`);
 			level.manualFromEmptyMs = round(m1.ms, 1);
-			const manualRules = await chainRules(sb);
+			const manualRules = await chainRules(sb, manualChain);
 			if (m1.stopped) {
 				level.manualFromEmptyStopped = { afterS: MANUAL_TIMEOUT_S, rulesDone: manualRules.length };
-				await timeSync(); // complete the chain for the no-change run
+				// Complete the chain for the no-change run: the plugin's sync (iptables), or one restore.
+				if (manualChain === 'DOCKER-EGRESS') await timeSync();
+				else await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables-restore', '-w', '--noflush'], { input: `*nat\n:${manualChain} - [0:0]\n${args.map((a) => `-A ${manualChain} ${a.join(' ')}`).join('\n')}\nCOMMIT\n` });
 			} else if (manualRules.length !== target) {
 				throw new Error(`manual recipe left ${manualRules.length} rules, expected ${target}`);
 			}
@@ -494,7 +556,8 @@ async function benchSync(opts, table) {
 			level.manualNoChangeMs = round(m2.ms, 1);
 			if (m2.stopped) level.manualNoChangeStopped = { afterS: MANUAL_TIMEOUT_S };
 			level.manualProcesses = { fromEmpty: 2 * target, noChange: target };
-			const after = await timeSync(); // the plugin agrees with the manual chain (same rules)
+			// iptables: the plugin agrees with the manual chain (same rules); nftables: its table is untouched.
+			const after = await timeSync();
 			level.pluginAfterManual = after.stdout.trim().split('\n').at(-1);
 			result.levels.push(level);
 			if (result.cappedAt !== undefined) break; // the budget is spent: no larger size
@@ -504,13 +567,17 @@ async function benchSync(opts, table) {
 		for (let r = 0; r < 10; r++) nsFloor.push((await run('nsenter', [`--net=${sb.nsPath}`, 'true'])).ms);
 		result.nsenterFloorMs = stats(nsFloor);
 
+		const manualWhat = BACKEND === 'iptables' ? 'manual' : `manual iptables (chain ${manualChain})`;
+		const writeTool = BACKEND === 'iptables' ? 'iptables-restore' : 'nft -f';
+		const written = BACKEND === 'iptables' ? 'rules' : 'map elements (the table is replaced whole)';
+		const empty = BACKEND === 'iptables' ? 'from an empty chain' : 'from no table';
 		for (const l of result.levels) {
 			const n = l.size;
 			const largest = l === result.levels.at(-1) && result.levels.length > 1;
 			const capped = l.size !== l.asked ? ` (capped from ${l.asked})` : '';
-			table.push(['sync', `no change, ${networks(n)}${capped}`, `${l.noChangeMs.median} ms`, `manual \`-C\` per rule: ${l.manualNoChangeStopped ? `> ${MANUAL_TIMEOUT_S} s, stopped` : `${l.manualNoChangeMs} ms`} (${n} processes)`, largest ? `1000 networks well under 1 s: ${l.noChangeMs.median < 1000 ? 'met' : 'missed'}${n < 1000 ? ` (at ${n})` : ''}` : '']);
-			table.push(['sync', `one network added, ${networks(n)} in all`, `${l.oneAddedMs.median} ms`, `${l.oneAddedRestores} iptables-restore run(s), ${l.oneAddedRulesWritten} rules written`, `one rewrite: ${l.oneAddedRestores === 1 ? 'met' : 'missed'}`]);
-			table.push(['sync', `from an empty chain, ${networks(n)}`, `${l.fromEmptyMs.median} ms`, `manual \`-C\`/\`-A\` per rule: ${l.manualFromEmptyStopped ? `> ${MANUAL_TIMEOUT_S} s, stopped with ${l.manualFromEmptyStopped.rulesDone} of ${n} rules` : `${l.manualFromEmptyMs} ms`} (${2 * n} processes)`, '']);
+			table.push(['sync', `no change, ${networks(n)}${capped}`, `${l.noChangeMs.median} ms`, `${manualWhat} \`-C\` per rule: ${l.manualNoChangeStopped ? `> ${MANUAL_TIMEOUT_S} s, stopped` : `${l.manualNoChangeMs} ms`} (${n} processes)`, largest ? `1000 networks well under 1 s: ${l.noChangeMs.median < 1000 ? 'met' : 'missed'}${n < 1000 ? ` (at ${n})` : ''}` : '']);
+			table.push(['sync', `one network added, ${networks(n)} in all`, `${l.oneAddedMs.median} ms`, `${l.oneAddedRestores} ${writeTool} run(s), ${l.oneAddedRulesWritten} ${written} written`, `one rewrite: ${l.oneAddedRestores === 1 ? 'met' : 'missed'}`]);
+			table.push(['sync', `${empty}, ${networks(n)}`, `${l.fromEmptyMs.median} ms`, `${manualWhat} \`-C\`/\`-A\` per rule: ${l.manualFromEmptyStopped ? `> ${MANUAL_TIMEOUT_S} s, stopped with ${l.manualFromEmptyStopped.rulesDone} of ${n} rules` : `${l.manualFromEmptyMs} ms`} (${2 * n} processes)`, '']);
 		}
 		// Growth: the extra cost of each extra network between consecutive sizes. Linear growth keeps
 		// it constant; the last step (the largest sizes) is compared with the one before it.
@@ -538,9 +605,6 @@ async function benchSync(opts, table) {
 	});
 }
 
-/** iptables-save quotes the comment: --comment "docker-egress:NAME". */
-const hasComment = (rule, name) => rule.includes(`--comment "docker-egress:${name}" `) || rule.includes(`--comment docker-egress:${name} `);
-
 /** The manual recipe is stopped after this long (its figure then reads "> N s"). */
 const MANUAL_TIMEOUT_S = 150;
 
@@ -550,13 +614,54 @@ const shq = (s) => (/^[\w./:!=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''
 // 3. Event-to-rule latency in watch
 
 /**
- * Kernel notifications of the sandbox's nat table: `nft monitor` in its netns prints every rule as
- * the transaction that adds it commits. firstSeen(subnet) is when our process read the first
- * `add rule ip nat DOCKER-EGRESS … ip saddr SUBNET …` line: no polling, so no CPU taken from watch.
+ * Kernel notifications of the sandbox's firewall, from `nft monitor` in its netns: no polling, so no
+ * CPU taken from watch. waitFor(subnet) resolves to when our process read the notification of the
+ * commit that brought the subnet's rule.
+ *
+ * iptables backend: the monitor prints every rule as the transaction that adds it commits; the time
+ * is that of the first `add rule ip nat DOCKER-EGRESS … ip saddr SUBNET …` line.
+ *
+ * nftables backend: the plugin replaces its table whole in one `nft -f` (declare, delete, declare
+ * with every element), and the kernel announces the table, its map and every element again at each
+ * commit. But `nft monitor` of nftables 1.0.6 dies (SIGSEGV) printing the first element of set
+ * network_bridge (a concatenation with intervals), in text and JSON, filtered to elements or not,
+ * so it would see one commit at most. So the monitor reports tables only (`nft monitor new tables`:
+ * one `add table ip docker-egress` per commit) and every such line is followed by one read of our
+ * map (`nft -j list table ip docker-egress`); a subnet first found by a read is dated to the latest
+ * commit notification received when that read returned. Each lone creation below is one commit,
+ * whose notification starts the read that finds it; in a burst, a read that races a later commit
+ * can date a subnet a little late, never early.
  */
-async function nftMonitor(sb) {
-	const child = spawn('nsenter', [`--net=${sb.nsPath}`, 'stdbuf', '-oL', 'nft', 'monitor'], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function kernelMonitor(sb) {
+	const tablesOnly = BACKEND === 'nftables';
+	const child = spawn('nsenter', [`--net=${sb.nsPath}`, 'stdbuf', '-oL', NFT, 'monitor', ...(tablesOnly ? ['new', 'tables'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
 	const seen = new Map();
+	const readMs = [];
+	let commits = 0;
+	let lastCommit;
+	let reading = false;
+	let again = false;
+	let readError;
+	const readOurs = async () => {
+		if (reading) {
+			again = true;
+			return;
+		}
+		reading = true;
+		try {
+			do {
+				again = false;
+				const t0 = now();
+				const rules = await ourRules(sb);
+				readMs.push(now() - t0);
+				for (const r of rules) if (!seen.has(r.subnet)) seen.set(r.subnet, lastCommit);
+			} while (again);
+		} catch (error) {
+			readError = error;
+		} finally {
+			reading = false;
+		}
+	};
 	let ready = false;
 	let buf = '';
 	let stderr = '';
@@ -568,15 +673,23 @@ async function nftMonitor(sb) {
 		while ((nl = buf.indexOf('\n')) >= 0) {
 			const line = buf.slice(0, nl);
 			buf = buf.slice(nl + 1);
-			if (line.includes('BENCH-READY')) ready = true;
-			const m = /^add rule ip nat DOCKER-EGRESS .*\bip saddr (\S+) /.exec(line);
-			if (m && !seen.has(m[1])) seen.set(m[1], t);
+			if (line.includes('bench-ready')) ready = true;
+			if (tablesOnly) {
+				if (line.trim() === 'add table ip docker-egress') {
+					commits++;
+					lastCommit = t;
+					void readOurs();
+				}
+			} else {
+				const m = /^add rule ip nat DOCKER-EGRESS .*\bip saddr (\S+) /.exec(line);
+				if (m && !seen.has(m[1])) seen.set(m[1], t);
+			}
 		}
 	});
-	// Ready once it reports a chain we add (and remove) ourselves.
+	// Ready once it reports a table we add (and remove) ourselves.
 	const deadline = now() + 10_000;
 	await mustRun('nsenter', [`--net=${sb.nsPath}`, 'sleep', '0.2']);
-	await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-N', 'BENCH-READY']);
+	await mustRun('nsenter', [`--net=${sb.nsPath}`, NFT, 'add', 'table', 'ip', 'bench-ready']);
 	while (!ready) {
 		if (child.exitCode !== null || now() > deadline) {
 			child.kill();
@@ -584,11 +697,17 @@ async function nftMonitor(sb) {
 		}
 		await sleep(5);
 	}
-	await mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-X', 'BENCH-READY']);
+	await mustRun('nsenter', [`--net=${sb.nsPath}`, NFT, 'delete', 'table', 'ip', 'bench-ready']);
 	return {
 		seen,
+		method: tablesOnly
+			? '`nft monitor new tables` (kernel notification of each commit of our table), then one read of the map per commit'
+			: '`nft monitor` (kernel notification of each rule on commit)',
+		stats: () => (tablesOnly ? { commits, readsMs: stats(readMs) } : {}),
 		async waitFor(subnet, t0, timeoutMs = 15_000) {
 			while (!seen.has(subnet)) {
+				if (readError) throw readError;
+				if (child.exitCode !== null) throw new Error(`nft monitor ended (${child.exitCode ?? child.signalCode}): ${stderr}`);
 				if (now() - t0 > timeoutMs) throw new Error(`rule for ${subnet} not added within ${timeoutMs} ms`);
 				await sleep(1);
 			}
@@ -611,13 +730,15 @@ function hasNft() {
 
 async function benchLatency(opts, table) {
 	return withSandbox('latency', async (sb) => {
-		const result = { asked: opts.latencyN, budgetS: opts.latencyBudgetS };
+		const result = { backend: BACKEND, asked: opts.latencyN, budgetS: opts.latencyBudgetS };
 		const w = await startWatch(sb);
 		result.watchExe = w.exe;
-		const monitor = hasNft() ? await nftMonitor(sb) : undefined;
-		result.method = monitor ? 'nft monitor (kernel notification on commit)' : 'polling `iptables -t nat -C` (nft missing)';
+		if (BACKEND === 'nftables' && !hasNft()) throw new Error('the nftables backend needs nft');
+		const monitor = hasNft() ? await kernelMonitor(sb) : undefined;
+		result.method = monitor ? monitor.method : 'polling `iptables -t nat -C` (nft missing)';
 		try {
 			const check = (net) => inNs(sb, 'iptables', ['-t', 'nat', '-C', 'DOCKER-EGRESS', ...ruleArgs(net)]);
+			const present = async (net) => (BACKEND === 'iptables' ? (await check(net)).code === 0 : ruleOf(await ourRules(sb), net) !== undefined);
 			// Without nft: a loop of `iptables -t nat -C` processes (whose own cost is reported).
 			const pollCosts = [];
 			const waitRule = async (net, t0, timeoutMs = 15_000) => {
@@ -642,8 +763,8 @@ async function benchLatency(opts, table) {
 				const t0 = now(); // the create call has returned
 				const t = await waitRule(net, t0);
 				latencies.push(t - t0);
-				// And it is really there, as iptables sees it.
-				if ((await check(net)).code !== 0) throw new Error(`rule of ${name} reported but \`iptables -C\` does not find it`);
+				// And it is really there, as iptables (`-C`) or nft (our map and set) sees it.
+				if (!(await present(net))) throw new Error(`rule of ${name} reported but not found in the kernel (${BACKEND})`);
 				for (let k = 0; k < 50 && logTime(name) === undefined; k++) await sleep(10);
 				const tl = logTime(name);
 				if (tl !== undefined) logLatencies.push(tl - t0);
@@ -671,8 +792,8 @@ async function benchLatency(opts, table) {
 			);
 			const seenAt = await Promise.all(made.map((n) => waitRule(n, tb0, 120_000)));
 			const tAll = Math.max(...seenAt);
-			const rules = await chainRules(sb);
-			const missing = made.filter((n) => !rules.some((r) => hasComment(r, n.name))).map((n) => n.name);
+			const rules = await ourRules(sb);
+			const missing = made.filter((n) => !ruleOf(rules, n)).map((n) => n.name);
 			if (missing.length > 0) throw new Error(`burst: no rule for ${missing.join(' ')}`);
 			const addedLines = w.lines.filter((l) => l.msg === 'rule added' && String(l.network).startsWith('bench_b'));
 			// One reconcile logs all its `rule added` lines at once: count the groups (gaps > 20 ms).
@@ -688,12 +809,17 @@ async function benchLatency(opts, table) {
 			};
 			log(`latency: burst of ${opts.burst}: all rules ${result.burst.fromFirstCallMs} ms after the first call, ${result.burst.fromLastCreateReturnedMs} ms after the last create returned`);
 		} finally {
+			if (monitor) result.monitor = monitor.stats();
 			monitor?.stop();
 			result.watchExit = await stopWatch(w);
 		}
 		const s = result.single;
 		const capped = s.n < opts.latencyN ? ` (capped from ${opts.latencyN}: ${opts.latencyBudgetS} s budget)` : '';
-		const how = monitor ? 'seen by `nft monitor`' : `polled with \`iptables -C\` (one check ${result.pollCostMs.median} ms)`;
+		const how = !monitor
+			? `polled with \`iptables -C\` (one check ${result.pollCostMs.median} ms)`
+			: BACKEND === 'nftables'
+				? `commit seen by \`nft monitor new tables\`, confirmed by one read of the map (${result.monitor.commits} commits; one read ${result.monitor.readsMs.median} ms)`
+				: 'seen by `nft monitor`';
 		table.push(['watch latency', `create returned → rule in kernel, ${s.n} lone creations${capped}`, `p50 ${s.median} ms, p99 ${s.p99} ms (max ${s.max})`, `${how}; watch's own "rule added" log line: p50 ${result.singleLogLine.median}, p99 ${result.singleLogLine.p99} ms`, `p99 < 250 ms: ${s.p99 < 250 ? 'met' : 'missed'}`]);
 		const b = result.burst;
 		table.push(['watch latency', `burst of ${b.networks} created at once: all rules in kernel`, `${b.fromFirstCallMs} ms after the first call`, `the creates took ${b.creationSpanMs} ms (dockerd); last rule ${b.fromLastCreateReturnedMs} ms after the last create returned; rules added in ${b.reconcilesThatAddedRules} reconciles`, '']);
@@ -712,7 +838,7 @@ const MEMORY_DOCKERD_ARGS = ['--iptables=false'];
 
 async function benchMemory(opts, table) {
 	return withSandbox('memory', async (sb) => {
-		const result = { asked: opts.memoryEvents, budgetS: opts.memoryBudgetS, dockerdArgs: MEMORY_DOCKERD_ARGS, samples: [] };
+		const result = { backend: BACKEND, asked: opts.memoryEvents, budgetS: opts.memoryBudgetS, dockerdArgs: MEMORY_DOCKERD_ARGS, samples: [] };
 		// Count the daemon's network events ourselves, on the same stream watch subscribes to.
 		let events = 0;
 		const filters = encodeURIComponent(JSON.stringify({ type: ['network'] }));
@@ -766,9 +892,9 @@ async function benchMemory(opts, table) {
 				}),
 			);
 			const churnS = (now() - t0) / 1000;
-			// Let watch drain the last burst, then wait for the chain to be empty and quiet.
+			// Let watch drain the last burst, then wait for our rules to be gone and quiet.
 			for (let i = 0; i < 100; i++) {
-				if ((await chainRules(sb)).length === 0) break;
+				if ((await ourRules(sb)).length === 0) break;
 				await sleep(100);
 			}
 			await sleep(3000);
@@ -837,6 +963,7 @@ function machine() {
 		node: process.version,
 		docker: sh('dockerd', ['--version']),
 		iptables: sh('iptables', ['--version']),
+		nft: sh(NFT, ['--version']),
 		loadAverageAtStart: os.loadavg().map((x) => round(x, 2)),
 		commit: sh('git', ['-C', repo, 'rev-parse', '--short', 'HEAD']),
 		dirty: (sh('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no', 'src', 'pkg']) ?? '') !== '',
@@ -852,6 +979,7 @@ function printTable(table) {
 
 async function main() {
 	const opts = parseArgs(process.argv.slice(2));
+	BACKEND = opts.backend;
 	const reason = await sandboxReason();
 	if (reason) {
 		console.error(`bench: no real-Docker sandbox here: ${reason}`);
@@ -862,13 +990,14 @@ async function main() {
 		process.exit(2);
 	}
 	const t0 = now();
-	const out = { startedAt: new Date().toISOString(), machine: machine(), options: opts, binary: BIN, envRemoved: ENV_REMOVED, sections: {}, errors: {} };
+	const out = { startedAt: new Date().toISOString(), backend: BACKEND, machine: machine(), options: opts, binary: BIN, envRemoved: ENV_REMOVED, sections: {}, errors: {} };
 	const table = [];
 	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory };
 	// sync last: the kernel takes a while to clean up after its thousand bridges.
 	for (const name of ['startup', 'latency', 'memory', 'sync']) {
 		if (!opts.only.includes(name)) continue;
 		const ts = now();
+		const firstRow = table.length;
 		try {
 			out.sections[name] = await sections[name](opts, table);
 		} catch (error) {
@@ -876,6 +1005,8 @@ async function main() {
 			out.errors[name] = String(error.message ?? error);
 			table.push([name, 'FAILED', String(error.message ?? error).split('\n')[0], '', '']);
 		}
+		// Every row names the backend it measured.
+		for (const row of table.slice(firstRow)) row[0] = `${row[0]} (${BACKEND})`;
 		log(`${name}: ${round((now() - ts) / 1000, 1)} s`);
 	}
 	out.durationS = round((now() - t0) / 1000, 1);
@@ -886,7 +1017,7 @@ async function main() {
 	mkdirSync(dirname(opts.out), { recursive: true });
 	writeFileSync(opts.out, `${JSON.stringify(out, null, '\t')}\n`);
 	const m = out.machine;
-	console.log(`\ndocker egress benchmarks — ${out.startedAt}, ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, ${m.os}, kernel ${m.kernel}, ${m.docker}, ${m.iptables}, commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}; ${out.durationS} s\n`);
+	console.log(`\ndocker egress benchmarks, firewall backend ${BACKEND} — ${out.startedAt}, ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, ${m.os}, kernel ${m.kernel}, ${m.docker}, ${m.iptables}, ${m.nft}, commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}; ${out.durationS} s\n`);
 	console.log(text);
 	console.log(`\nwritten to ${opts.out}`);
 	if (Object.keys(out.errors).length > 0) process.exitCode = 1;
