@@ -6,6 +6,7 @@
 // (build/src/core), so this measures exactly what the plugin writes.
 //
 //   node bench/backends.mjs [--sizes 1,100,1000] [--flows 20000] [--out FILE]   (as root, after make build)
+//   node bench/run.mjs --only backends   the same as a section of the suite (its table and JSON included)
 //
 // Per-flow cost: a UDP socket bound to an address of the LAST network's subnet (the worst case for
 // a linear chain) sends one datagram to each of F destination ports (F new conntrack entries, each

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // The benchmark suite of issue 5, items 1–4: start-up, sync at scale, event-to-rule latency in
-// `watch`, and the memory of a `watch` over many network events. Everything runs against the
-// real-Docker sandbox of the tests (build/test/helpers/sandbox.js: a network namespace with its
-// own dockerd and firewall), so no traffic and no rule ever touches the machine's own firewall.
+// `watch`, and the memory of a `watch` over many network events; and the two firewall backends side
+// by side (bench/backends.mjs, no Docker). Everything runs against the real-Docker sandbox of the
+// tests (build/test/helpers/sandbox.js: a network namespace with its own dockerd and firewall), so
+// no traffic and no rule ever touches the machine's own firewall.
 //
 //   make bench                       build, then the full run (about 15 minutes on 2 cores)
 //   node bench/run.mjs --quick       small sizes, for trying the script out (about 2 minutes)
-//   node bench/run.mjs --only startup,sync,latency,memory   some sections only
+//   node bench/run.mjs --only startup,sync,latency,memory,backends   some sections only
 //   node bench/run.mjs --backend iptables   the plugin's firewall backend (default nftables, the
 //                                    plugin's own default): DOCKER_EGRESS_FIREWALL_BACKEND of
 //                                    every plugin process; every row and the JSON name it
@@ -17,9 +18,11 @@
 // noisy, so these are measurements, not tests.
 //
 // Sizes and time budgets (each has a flag; defaults in DEFAULTS below): a section that cannot
-// reach its size within its budget stops early and says so in the table ("capped").
+// reach its size within its budget stops early and says so in the table ("capped"). The backends
+// section runs `node bench/backends.mjs --sizes … --flows …` (--backends-sizes, --backends-flows)
+// and prints its table under the main one.
 import { spawn, execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync, readlinkSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, readlinkSync, existsSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -51,6 +54,8 @@ const DEFAULTS = {
 	burst: 100,
 	memoryEvents: 10_000, // network events (a create and a destroy are two)
 	memoryBudgetS: 600, // 10,000 events take about 8 minutes at ~20 events/s
+	backendsSizes: [1, 100, 1000], // bench/backends.mjs --sizes
+	backendsFlows: 20_000, // bench/backends.mjs --flows
 };
 const QUICK = {
 	startupRuns: 5,
@@ -63,9 +68,11 @@ const QUICK = {
 	burst: 10,
 	memoryEvents: 200,
 	memoryBudgetS: 30,
+	backendsSizes: [1, 1000],
+	backendsFlows: 5000,
 };
 
-const SECTIONS = ['startup', 'sync', 'latency', 'memory'];
+const SECTIONS = ['startup', 'sync', 'latency', 'memory', 'backends'];
 const BACKENDS = ['nftables', 'iptables'];
 
 function parseArgs(argv) {
@@ -90,8 +97,10 @@ function parseArgs(argv) {
 			case '--burst': opts.burst = Number(value()); break;
 			case '--memory-events': opts.memoryEvents = Number(value()); break;
 			case '--memory-budget': opts.memoryBudgetS = Number(value()); break;
+			case '--backends-sizes': opts.backendsSizes = value().split(',').map(Number); break;
+			case '--backends-flows': opts.backendsFlows = Number(value()); break;
 			case '-h': case '--help':
-				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 19).map((l) => l.slice(3)).join('\n'));
+				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 22).map((l) => l.slice(3)).join('\n'));
 				process.exit(0);
 				break;
 			default: throw new Error(`unknown argument ${arg}`);
@@ -927,6 +936,40 @@ async function benchMemory(opts, table) {
 	}, { dockerdArgs: MEMORY_DOCKERD_ARGS });
 }
 
+// ---------------------------------------------------------------------------------------------
+// 5. The two firewall backends side by side (bench/backends.mjs: a namespace of its own, no Docker)
+
+async function benchBackends(opts, table) {
+	const script = join(here, 'backends.mjs');
+	const out = join(os.tmpdir(), `docker-egress-bench-backends-${process.pid}.json`);
+	const args = [script, '--sizes', opts.backendsSizes.join(','), '--flows', String(opts.backendsFlows), '--out', out];
+	log(`backends: node ${args.map((a) => relativeToRepo(a)).join(' ')}`);
+	const r = await run(process.execPath, args, { capture: true, timeoutMs: 30 * 60_000 });
+	if (r.code !== 0) throw new Error(`bench/backends.mjs: exit ${r.code}\n${r.stderr}`);
+	const result = JSON.parse(readFileSync(out, 'utf8'));
+	rmSync(out, { force: true });
+	result.backend = 'both'; // side by side, whatever --backend says
+	result.seconds = round(r.ms / 1000, 1);
+	result.sizes = opts.backendsSizes;
+	result.tableMarkdown = r.stdout.trim();
+	// One row per size in the main table too; the full table is printed under it.
+	for (const row of result.rows) {
+		const n = row.networks;
+		const us = (x) => round(x, 1);
+		table.push([
+			'backends',
+			`${networks(n)}: a new flow's NAT lookup (µs), nftables / iptables`,
+			`${us(row.nftables.lookupUs)} / ${us(row.iptables.lookupUs)} µs`,
+			`per flow ${us(row.nftables.usPerFlow)} / ${us(row.iptables.usPerFlow)} µs, with no rule ${us(row.baselineUsPerFlow)} µs; one write (nft -f / iptables-restore) ${us(row.nftables.applyMs)} / ${us(row.iptables.applyMs)} ms; one read (nft -j list / iptables-save) ${us(row.nftables.readMs)} / ${us(row.iptables.readMs)} ms`,
+			'',
+		]);
+	}
+	log(`backends: ${result.rows.length} sizes in ${result.seconds} s`);
+	return result;
+}
+
+const relativeToRepo = (p) => (p.startsWith(`${repo}/`) ? p.slice(repo.length + 1) : p);
+
 function cpuTicks(pid) {
 	const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
 	return Number(fields[11]) + Number(fields[12]);
@@ -980,7 +1023,8 @@ function printTable(table) {
 async function main() {
 	const opts = parseArgs(process.argv.slice(2));
 	BACKEND = opts.backend;
-	const reason = await sandboxReason();
+	const docker = opts.only.some((s) => s !== 'backends'); // the backends section needs no Docker
+	const reason = docker ? await sandboxReason() : process.getuid?.() === 0 ? undefined : 'needs root';
 	if (reason) {
 		console.error(`bench: no real-Docker sandbox here: ${reason}`);
 		process.exit(2);
@@ -992,9 +1036,10 @@ async function main() {
 	const t0 = now();
 	const out = { startedAt: new Date().toISOString(), backend: BACKEND, machine: machine(), options: opts, binary: BIN, envRemoved: ENV_REMOVED, sections: {}, errors: {} };
 	const table = [];
-	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory };
-	// sync last: the kernel takes a while to clean up after its thousand bridges.
-	for (const name of ['startup', 'latency', 'memory', 'sync']) {
+	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory, backends: benchBackends };
+	// sync last of the Docker sections: the kernel takes a while to clean up after its thousand
+	// bridges; backends after it, in a namespace of its own.
+	for (const name of ['startup', 'latency', 'memory', 'sync', 'backends']) {
 		if (!opts.only.includes(name)) continue;
 		const ts = now();
 		const firstRow = table.length;
@@ -1005,8 +1050,8 @@ async function main() {
 			out.errors[name] = String(error.message ?? error);
 			table.push([name, 'FAILED', String(error.message ?? error).split('\n')[0], '', '']);
 		}
-		// Every row names the backend it measured.
-		for (const row of table.slice(firstRow)) row[0] = `${row[0]} (${BACKEND})`;
+		// Every row names the backend it measured (backends: both, whatever --backend says).
+		for (const row of table.slice(firstRow)) row[0] = `${row[0]} (${name === 'backends' ? 'both' : BACKEND})`;
 		log(`${name}: ${round((now() - ts) / 1000, 1)} s`);
 	}
 	out.durationS = round((now() - t0) / 1000, 1);
@@ -1019,6 +1064,8 @@ async function main() {
 	const m = out.machine;
 	console.log(`\ndocker egress benchmarks, firewall backend ${BACKEND} — ${out.startedAt}, ${m.cpus} × ${m.cpu}, ${m.memoryGiB} GiB, ${m.os}, kernel ${m.kernel}, ${m.docker}, ${m.iptables}, ${m.nft}, commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}; ${out.durationS} s\n`);
 	console.log(text);
+	const b = out.sections.backends;
+	if (b) console.log(`\nThe two firewall backends side by side (bench/backends.mjs --sizes ${b.sizes.join(',')} --flows ${b.flows}; own namespace, no Docker; medians of 5):\n\n${b.tableMarkdown}`);
 	console.log(`\nwritten to ${opts.out}`);
 	if (Object.keys(out.errors).length > 0) process.exitCode = 1;
 }
