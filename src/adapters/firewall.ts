@@ -4,7 +4,8 @@
 // network's rules: active, missing, or shadowed by something that NATs its traffic first.
 import type { SnatRule } from '../core/rules.js';
 import type { ForeignChain } from '../core/shadow.js';
-import { CommandError, UsageError } from '../errors.js';
+import { CommandError, reason, UsageError } from '../errors.js';
+import { debug } from '../log.js';
 import { IptablesBackend } from './iptables.js';
 import { NftablesBackend } from './nftables.js';
 
@@ -83,19 +84,26 @@ export async function selectBackend(requested: BackendName | undefined): Promise
 		return new NftablesBackend(nft);
 	}
 
+	let why: string | undefined;
 	try {
-		await nft;
-		return new NftablesBackend(nft);
+		why = await NftablesBackend.unsupported(await nft);
 	} catch (error) {
 		if (error instanceof CommandError && !nftUnavailable(error)) {
 			return new NftablesBackend(nft); // nft is there but failed (no permission): say so on read
 		}
 
-		return IptablesBackend.detect();
+		why = error instanceof CommandError && error.cause !== undefined ? 'no nft tool' : reason(error);
 	}
+
+	if (why === undefined) {
+		return new NftablesBackend(nft);
+	}
+
+	debug(`firewall backend: iptables (nftables cannot serve here: ${why})`);
+	return IptablesBackend.detect();
 }
 
 /** The nft tool is missing, or the kernel has no nf_tables. */
 function nftUnavailable(error: CommandError): boolean {
-	return error.cause !== undefined || /not supported|Protocol not supported|Could not process rule: No such file or directory/i.test(error.stderr);
+	return error.cause !== undefined || /not supported|Operation not supported/i.test(error.stderr);
 }

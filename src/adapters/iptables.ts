@@ -126,9 +126,10 @@ export class IptablesBackend implements FirewallBackend {
 			chains,
 		]);
 		const all = parseChains(chainsText ?? []);
-		// With the nft flavour, the `nat` tables are iptables' own: what is above the jump is read from iptables-save.
-		const isOurs = (chain: { family: string; table: string }) =>
-			chain.table === NFT_TABLE || (this.firewall.flavour === 'nft' && chain.table === 'nat' && (chain.family === 'ip' || chain.family === 'ip6'));
+		// With the nft flavour, the `nat` tables are iptables' own: what is above the jump is read
+		// from iptables-save. Our own nftables table, if one is left, runs first (priority 90) and is
+		// analysed like anyone else's: until a sync removes it, it may be what NATs the traffic.
+		const isOurs = (chain: { family: string; table: string }) => this.firewall.flavour === 'nft' && chain.table === 'nat' && (chain.family === 'ip' || chain.family === 'ip6');
 		const foreign = await readForeignChains(all, IPTABLES_NAT_PRIORITY, isOurs);
 		const nftTables = options.leftovers ? nftFamilies.filter((family) => all.some((chain) => chain.family === family && chain.table === NFT_TABLE)) : undefined;
 		return { backend: 'iptables', foreign, nat, nat6, ...(nat6Error ? { nat6Error } : {}), ...(nftTables ? { nftTables } : {}) };

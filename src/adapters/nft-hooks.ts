@@ -29,14 +29,14 @@ let nftPath: string | undefined;
 /**
  * `nft -j ARGS`, parsed. A listing that races a ruleset change can come back empty with exit
  * status 0 (the kernel interrupts the dump): read again, a few times, before calling it an error.
- * Resolves to undefined when nft says the object does not exist.
+ * Resolves to undefined when nft says the object does not exist (only asked of `list table`).
  */
 export async function nftJson(args: string[]): Promise<NftItems | undefined> {
 	const nft = nftCommand();
 	const line = [nft, '-j', ...args].join(' ');
 	for (let attempt = 1; ; attempt++) {
 		const result = await runProcess(nft, ['-j', ...args]);
-		if (result.exitCode !== 0 && /No such file or directory/.test(result.stderr)) {
+		if (result.exitCode !== 0 && args[1] === 'table' && /No such file or directory/.test(result.stderr)) {
 			return undefined;
 		}
 

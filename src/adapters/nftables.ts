@@ -2,14 +2,14 @@
 // read back as JSON (`nft -j`), replaced in one `nft -f` transaction. It reads other tables only to
 // learn what runs before our chain, and never changes them. On a host that ran the iptables
 // backend before, a plan also removes that backend's chain and jump (iptables-restore).
-import { absentTable, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
+import { absentTable, NFT_CHAIN, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
 import { parseNatState, renderRemoval, type NatState, type SnatRule } from '../core/rules.js';
 import { canonicalIpv6 } from '../core/address.js';
 import { debug } from '../log.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
 import { Firewall } from './iptables.js';
 import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf, type NftItems } from './nft-hooks.js';
-import { runCommand } from './run.js';
+import { runCommand, runProcess } from './run.js';
 
 type NftState = FirewallState & {
 	backend: 'nftables';
@@ -23,6 +23,11 @@ export class NftablesBackend implements FirewallBackend {
 	private version = '';
 	/** The first `nft -j list chains`, started by probe(); used by the first read. */
 	private primed: Promise<NftItems> | undefined;
+	/**
+	 * The iptables backend left nothing (read once, or removed): later reads of this process (a
+	 * watch) skip looking again, which costs two or three processes per reconcile.
+	 */
+	private noLeftovers = false;
 
 	constructor(primed?: Promise<NftItems>) {
 		this.primed = primed;
@@ -34,6 +39,21 @@ export class NftablesBackend implements FirewallBackend {
 		return (await nftJson(['list', 'chains'])) ?? [];
 	}
 
+	/**
+	 * Why this host's nft or kernel cannot hold our layout (concatenated interval sets need kernel
+	 * 5.6 and nft 0.9.4), or undefined when it can: a check-mode load of a one-network table, made
+	 * only where our table is not there already (where it is, the answer is plain).
+	 */
+	static async unsupported(chains: NftItems): Promise<string | undefined> {
+		if (parseChains(chains).some((chain) => chain.table === NFT_TABLE && chain.name === NFT_CHAIN && chain.family === 'ip')) {
+			return undefined;
+		}
+
+		const sample = renderNft([{ network: 'probe', subnet: '198.18.0.0/24', bridge: 'probe0', sourceIp: '198.18.1.1' }], ['ip'], { ip: false });
+		const result = await runProcess(nftCommand(), ['-c', '-f', '-'], sample);
+		return result.exitCode === 0 ? undefined : `nft -c rejects our table: ${result.stderr.trim().split('\n')[0] ?? ''}`;
+	}
+
 	describe(): string {
 		return `nftables (tables ip/ip6 ${NFT_TABLE}, nat postrouting priority srcnat - ${100 - NFT_PRIORITY}${this.version ? `, nft ${this.version}` : ''})`;
 	}
@@ -42,16 +62,18 @@ export class NftablesBackend implements FirewallBackend {
 		const families: NftFamily[] = options.ipv6 ? ['ip', 'ip6'] : ['ip'];
 		const chainsText = this.primed ?? NftablesBackend.probe();
 		this.primed = undefined;
-		const leftovers = options.leftovers ? readIptablesLeftovers() : undefined;
+		const leftovers = options.leftovers && !this.noLeftovers ? readIptablesLeftovers() : undefined;
 		const tables = await Promise.all(families.map(async (family) => readTable(family)));
 		const chains = parseChains(await chainsText);
 		this.version ||= versionOf(await chainsText);
 		const foreign = await readForeignChains(chains, NFT_PRIORITY, (chain) => chain.table === NFT_TABLE && (chain.family === 'ip' || chain.family === 'ip6'));
+		const iptables = await leftovers;
+		this.noLeftovers ||= iptables !== undefined && !renderRemoval(iptables.nat) && !renderRemoval(iptables.nat6);
 		return {
 			backend: 'nftables',
 			foreign,
 			tables: { ip: tables[0]!, ip6: tables[1] ?? absentTable },
-			...(leftovers ? { iptables: await leftovers } : {}),
+			...(iptables ? { iptables } : {}),
 		};
 	}
 
@@ -100,6 +122,10 @@ export class NftablesBackend implements FirewallBackend {
 		for (const step of plan.steps) {
 			debug(`${step.command.join(' ')} input:\n${step.input}`);
 			await runCommand(step.command[0]!, step.command.slice(1), step.input);
+		}
+
+		if (plan.notes.some((note) => note.startsWith("removed the iptables backend's"))) {
+			this.noLeftovers = true; // applied: nothing of the iptables backend's is left
 		}
 	}
 

@@ -80,10 +80,41 @@ export function isEgressNetwork(network: Pick<DockerNetwork, 'labels'>): boolean
  */
 export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined, policies: Policy[] = []): EgressNetwork[] {
 	const byName = new Map(policies.map((policy) => [policy.network, policy]));
-	return networks
-		.filter((network) => isEgressNetwork(network) || byName.has(network.name))
-		.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name)))
-		.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+	return withoutOverlaps(
+		networks
+			.filter((network) => isEgressNetwork(network) || byName.has(network.name))
+			.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name)))
+			.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+	);
+}
+
+/**
+ * Two egress networks whose subnets overlap (possible with other IPAM drivers) cannot both be
+ * served: a source address maps to one egress address. The later one (by name) is skipped.
+ */
+function withoutOverlaps(networks: EgressNetwork[]): EgressNetwork[] {
+	const taken: Array<{ network: string; subnet: string; range: { start: bigint; end: bigint } }> = [];
+	return networks.map((network) => {
+		if (network.problem) {
+			return network;
+		}
+
+		const mine = [...network.subnets, ...(network.sourceIpv6 === undefined ? [] : network.subnets6)].map((subnet) => ({ subnet, range: subnetRange(subnet) }));
+		for (const { subnet, range } of mine) {
+			const other = taken.find((t) => t.range.start <= range.end && range.start <= t.range.end && subnet.includes(':') === t.subnet.includes(':'));
+			if (other) {
+				return { ...network, problem: `subnet ${subnet} overlaps ${other.subnet} of egress network ${other.network}` };
+			}
+		}
+
+		taken.push(...mine.map((entry) => ({ network: network.name, ...entry })));
+		return network;
+	});
+}
+
+function subnetRange(subnet: string): { start: bigint; end: bigint } {
+	const cidr = subnet.includes(':') ? parseIpv6Cidr(subnet)! : parseIpv4Cidr(subnet)!;
+	return { start: BigInt(cidr.start), end: BigInt(cidr.end) };
 }
 
 export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddress[] | undefined, policy?: Policy): EgressNetwork {
@@ -129,6 +160,12 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 function networkProblem(network: DockerNetwork, egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): string | undefined {
 	if (network.driver !== 'bridge') {
 		return `it is a ${network.driver} network; only bridge networks can have an egress source IP`;
+	}
+
+	if (!/^[\w.-]{1,15}$/.test(egress.bridge)) {
+		// Linux takes more (quotes, backslashes, `*`), but in an nft interface match `*` is a wildcard
+		// and quotes cannot be written at all: such a name could never be matched exactly.
+		return `its bridge name ${JSON.stringify(egress.bridge)} has characters other than letters, digits, '_', '.', '-' (or is longer than 15)`;
 	}
 
 	const sourceProblem = sourceIpProblem(egress.sourceIp, hostAddresses);

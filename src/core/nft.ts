@@ -221,23 +221,34 @@ function canonical(address: string, family: NftFamily): string {
 	return family === 'ip6' ? canonicalIpv6(address) : address;
 }
 
+/**
+ * Which of our two rules this is, judged by structure (keys a newer nft adds, such as a family or
+ * flags, do not matter; a different match, statement or set does).
+ */
 function ruleShape(expr: Json[] | undefined, family: NftFamily): string {
 	const proto = family === 'ip' ? 'ip' : 'ip6';
-	const text = JSON.stringify(expr ?? []);
-	const bridgeReturn = JSON.stringify([
-		{ match: { op: '==', left: { concat: [{ payload: { protocol: proto, field: 'saddr' } }, { meta: { key: 'oifname' } }] }, right: `@${NFT_BRIDGE_SET}` } },
-		{ return: null },
-	]);
-	const snatMap = JSON.stringify([{ snat: { addr: { map: { key: { payload: { protocol: proto, field: 'saddr' } }, data: `@${NFT_SOURCE_MAP}` } } } }]);
-	if (text === bridgeReturn) {
-		return 'bridge-return';
+	const statements = expr ?? [];
+	const isSaddr = (value: unknown) => {
+		const payload = (value as Json | undefined)?.['payload'] as Json | undefined;
+		return payload?.['protocol'] === proto && payload['field'] === 'saddr';
+	};
+	if (statements.length === 2 && 'return' in statements[1]!) {
+		const match = statements[0]!['match'] as Json | undefined;
+		const concat = (match?.['left'] as Json | undefined)?.['concat'] as unknown[] | undefined;
+		const meta = (concat?.[1] as Json | undefined)?.['meta'] as Json | undefined;
+		if (match?.['op'] === '==' && match['right'] === `@${NFT_BRIDGE_SET}` && concat?.length === 2 && isSaddr(concat[0]) && meta?.['key'] === 'oifname') {
+			return 'bridge-return';
+		}
 	}
 
-	if (text === snatMap) {
-		return 'snat-map';
+	if (statements.length === 1) {
+		const map = (((statements[0]!['snat'] as Json | undefined)?.['addr'] as Json | undefined)?.['map']) as Json | undefined;
+		if (map && isSaddr(map['key']) && map['data'] === `@${NFT_SOURCE_MAP}`) {
+			return 'snat-map';
+		}
 	}
 
-	return `other rule ${text.slice(0, 200)}`;
+	return `other rule ${JSON.stringify(statements).slice(0, 200)}`;
 }
 
 /** The rules our tables serve now, as SnatRules (network from the element's comment, or '?'). */

@@ -230,8 +230,9 @@ export function renderRestore(plan: SyncPlan): string {
  * our chain — which is only emptied when someone else's rule still jumps to it.
  */
 export function renderRemoval(actual: NatState): string {
-	if (!actual.chainExists && actual.ownJumps === 0) {
-		return '';
+	const keptForOthers = actual.foreignJumps.length > 0 && actual.rules.length === 0 && actual.foreign.length === 0;
+	if (actual.ownJumps === 0 && (!actual.chainExists || keptForOthers)) {
+		return ''; // nothing of ours, or only the empty chain someone else's jump still needs
 	}
 
 	const lines = ['*nat', ...Array.from({ length: actual.ownJumps }, () => `-D POSTROUTING ${JUMP_SPEC}`)];

@@ -100,6 +100,8 @@ function nftRule(expr: Json[], traffic: Traffic, named: Map<string, unknown[]>, 
 			}
 		} else if (kind === 'masquerade' || kind === 'snat') {
 			return kind;
+		} else if (kind === 'xt' && object['type'] === 'target' && natTargets.has(String(object['name']))) {
+			return `${String(object['name'])} (an iptables-nft rule)`;
 		} else if (kind === 'jump' || kind === 'goto') {
 			const found = visit(String(object['target']));
 			if (found) {
@@ -117,6 +119,9 @@ function nftRule(expr: Json[], traffic: Traffic, named: Map<string, unknown[]>, 
 
 	return undefined;
 }
+
+/** iptables targets that can bind a NAT (seen in nft JSON as `xt` statements of iptables-nft rules). */
+const natTargets = new Set(['MASQUERADE', 'SNAT', 'NETMAP']);
 
 /** The chains a verdict map can send the traffic to. */
 function vmapTargets(vmap: Json, traffic: Traffic, named: Map<string, unknown[]>): string[] {

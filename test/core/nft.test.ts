@@ -130,3 +130,13 @@ test('a flushed chain, a changed priority or a rule someone added is damage', (t
 	extra.push({ rule: { family: 'ip', table: 'docker-egress', chain: 'postrouting', handle: 9, expr: [{ accept: null }] } });
 	t.false(parseNftTable(extra, 'ip').intact);
 });
+
+test('our rules are recognised by structure: a key a newer nft adds does not make the table damaged', (t) => {
+	const newer = structuredClone(listed.nftables);
+	const snat = newer.find((item) => item['rule']?.handle === 5)!['rule'].expr[0].snat;
+	snat.family = 'ip';
+	t.true(parseNftTable(newer, 'ip').intact);
+	const other = structuredClone(listed.nftables);
+	other.find((item) => item['rule']?.handle === 5)!['rule'].expr[0].snat.addr.map.data = '@elsewhere';
+	t.false(parseNftTable(other, 'ip').intact);
+});

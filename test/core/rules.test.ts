@@ -121,6 +121,8 @@ test("an admin's conditional jump to our chain is someone else's rule: kept, and
 	t.notRegex(input, /-D POSTROUTING/);
 	t.regex(input, /-I POSTROUTING 1 -j DOCKER-EGRESS\n/);
 	t.is(renderRemoval(state), '*nat\n:DOCKER-EGRESS - [0:0]\nCOMMIT\n', 'emptied, not deleted, while their jump needs it');
+	const emptied = parseNatState('*nat\n:POSTROUTING ACCEPT [0:0]\n:DOCKER-EGRESS - [0:0]\n-A POSTROUTING -s 10.98.0.0/24 -o eth0 -j DOCKER-EGRESS\nCOMMIT\n');
+	t.is(renderRemoval(emptied), '', 'once emptied, nothing more to do: the next sync changes nothing');
 	t.is(renderRemoval(parseNatState(inPlace)), '*nat\n-D POSTROUTING -j DOCKER-EGRESS\n:DOCKER-EGRESS - [0:0]\n-X DOCKER-EGRESS\nCOMMIT\n');
 });
 
@@ -145,4 +147,15 @@ test('an empty chain that exists stays with its jump; no chain and no networks m
 
 test('tokenize honours quotes and escapes', (t) => {
 	t.deepEqual(tokenize('-A X -m comment --comment "a b \\"c\\"" -j ACCEPT'), ['-A', 'X', '-m', 'comment', '--comment', 'a b "c"', '-j', 'ACCEPT']);
+});
+
+test('overlapping subnets of two egress networks: the later one (by name) is skipped', (t) => {
+	const networks = egressNetworks([network('z_a', '10.5.0.0/16', '192.0.2.11'), network('z_b', '10.5.1.0/24', '192.0.2.12')], host);
+	t.is(networks[1]!.problem, 'subnet 10.5.1.0/24 overlaps 10.5.0.0/16 of egress network z_a');
+	t.deepEqual(desiredRules(networks).map((r) => r.network), ['z_a']);
+});
+
+test('a bridge name nft could not match exactly is a problem, not a rule', (t) => {
+	const [star] = egressNetworks([network('z_a', '10.6.0.0/24', '192.0.2.11', { options: { 'com.docker.network.bridge.name': 'br*' } })], host);
+	t.regex(star!.problem ?? '', /bridge name "br\*"/);
 });

@@ -63,3 +63,14 @@ test('iptables: rules above our jump, followed into other chains; RETURN at the 
 	t.is(iptablesShadow(['-A POSTROUTING ! -s 10.0.0.0/8 -j MASQUERADE'], chains, ours, 'DOCKER-EGRESS'), undefined);
 	t.is(iptablesShadow(['-A POSTROUTING -s 10.98.0.0/24 -o eth0 -j DOCKER-EGRESS'], chains, ours, 'DOCKER-EGRESS'), undefined);
 });
+
+test("an iptables-nft MASQUERADE seen through nft (an xt target) can NAT the traffic", (t) => {
+	const chain: ForeignChain = {
+		family: 'ip',
+		table: 'nat',
+		chain: 'POSTROUTING',
+		prio: 100,
+		items: [{ rule: { chain: 'POSTROUTING', expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: '10.1.0.0', len: 16 } } } }, { xt: { type: 'target', name: 'MASQUERADE' } }] } }],
+	};
+	t.regex(nftShadow(chain, ours) ?? '', /MASQUERADE \(an iptables-nft rule\)/);
+});

@@ -46,7 +46,7 @@ test.serial('a removed jump shows missing, and sync puts it back on top', async 
 	await sb.exec('iptables', ['-w', '-t', 'nat', '-D', 'POSTROUTING', '-j', 'DOCKER-EGRESS']);
 	const ls = await sb.egress(['ls', '--format', '{{.Name}} {{.Status}}']);
 	t.is(ls.stdout.trim(), `${A.name} missing\n${B.name} missing`);
-	t.regex(ls.stderr, /network z_i1 is missing: no jump to DOCKER-EGRESS in iptables nat POSTROUTING/);
+	t.regex(ls.stderr, /network z_i1 is missing its rule: no jump to DOCKER-EGRESS in iptables nat POSTROUTING/);
 	const sync = await sb.egress(['sync']);
 	t.is(sync.exitCode, 0, sync.stderr);
 	t.regex(sync.stdout, /^firewall {2}repaired jump to DOCKER-EGRESS at the top of nat POSTROUTING \(iptables: missing\)$/m);
@@ -79,7 +79,7 @@ test.serial('a MASQUERADE of our subnet above the jump: shadowed (egress is wron
 	t.is(await sb.probe(A.name), '192.0.2.1', 'the MASQUERADE above our jump wins');
 	const ls = await sb.egress(['ls', '--format', '{{.Name}} {{.Status}}']);
 	t.is(ls.stdout.trim(), `${A.name} shadowed\n${B.name} active`);
-	t.regex(ls.stderr, /network z_i1 is shadowed: .*-A POSTROUTING -s 10\.81\.0\.0\/24 -j MASQUERADE/);
+	t.regex(ls.stderr, /network z_i1 is shadowed by .*-A POSTROUTING -s 10\.81\.0\.0\/24 -j MASQUERADE/);
 	const [view] = JSON.parse((await sb.egress(['inspect', A.name])).stdout) as Array<Record<string, unknown>>;
 	t.like(view, { Status: 'shadowed', FirewallBackend: 'iptables' });
 	t.regex(String(view!['StatusReason']), /MASQUERADE/);
@@ -175,7 +175,7 @@ test.serial('--dry-run prints the iptables-restore input (jump included when it 
 	const before = await firewallSnapshot(sb);
 	const sync = await sb.egress(['sync', '--dry-run']);
 	t.is(sync.exitCode, 0, sync.stderr);
-	t.regex(sync.stdout, /^firewall {2}\(to do\) repaired jump/m);
+	t.regex(sync.stdout, /^firewall {2}\(dry run\) repaired jump/m);
 	t.regex(sync.stdout, /# iptables-nft-restore -w --noflush <<EOF\n\*nat\n[^]*POSTROUTING.* -j DOCKER-EGRESS\n[^]*COMMIT\nEOF/);
 	t.is(await firewallSnapshot(sb), before);
 });
