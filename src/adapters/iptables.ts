@@ -7,7 +7,7 @@ import { CHAIN, jumpShadow, parseNatState, planSync, renderRestore, ruleKey, rul
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
 import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
 import { debug } from '../log.js';
-import { runCommand } from './run.js';
+import { runCommand, runTransactions } from './run.js';
 
 export type Flavour = 'nft' | 'legacy';
 export type Family = 'ipv4' | 'ipv6';
@@ -175,10 +175,7 @@ export class IptablesBackend implements FirewallBackend {
 	}
 
 	async apply(plan: FirewallPlan): Promise<void> {
-		for (const step of plan.steps) {
-			debug(`${step.command.join(' ')} input:\n${step.input}`);
-			await runCommand(step.command[0]!, step.command.slice(1), step.input);
-		}
+		await runTransactions(plan.steps);
 	}
 
 	check(state: FirewallState, rules: SnatRule[], dockerBridges: ReadonlySet<string>): RuleCheck {

@@ -5,11 +5,10 @@
 import { absentTable, NFT_CHAIN, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
 import { parseNatState, renderRemoval, type NatState, type SnatRule } from '../core/rules.js';
 import { canonicalIpv6 } from '../core/address.js';
-import { debug } from '../log.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
 import { Firewall } from './iptables.js';
 import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf, type NftItems } from './nft-hooks.js';
-import { runCommand, runProcess } from './run.js';
+import { runProcess, runTransactions } from './run.js';
 
 type NftState = FirewallState & {
 	backend: 'nftables';
@@ -119,10 +118,7 @@ export class NftablesBackend implements FirewallBackend {
 
 	async apply(plan: FirewallPlan): Promise<void> {
 		// nftables first: during the change a network is served by one backend or both, never none.
-		for (const step of plan.steps) {
-			debug(`${step.command.join(' ')} input:\n${step.input}`);
-			await runCommand(step.command[0]!, step.command.slice(1), step.input);
-		}
+		await runTransactions(plan.steps);
 
 		if (plan.notes.some((note) => note.startsWith("removed the iptables backend's"))) {
 			this.noLeftovers = true; // applied: nothing of the iptables backend's is left

@@ -46,3 +46,11 @@ export async function runCommand(file: string, args: string[], input?: string): 
 
 	return result.stdout;
 }
+
+/** Runs firewall transactions (a command and the input it reads) one after the other; the first failure stops. */
+export async function runTransactions(steps: ReadonlyArray<{ command: string[]; input: string }>): Promise<void> {
+	for (const step of steps) {
+		debug(`${step.command.join(' ')} input:\n${step.input}`);
+		await runCommand(step.command[0]!, step.command.slice(1), step.input);
+	}
+}
