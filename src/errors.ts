@@ -35,6 +35,17 @@ export class DaemonUnreachableError extends EgressError {
 	}
 }
 
+/**
+ * The daemon did not answer one call within its deadline: hung (SIGSTOP, a deadlock) or, over
+ * TCP, unreachable with its packets dropped. A DaemonUnreachableError, so that every caller that
+ * copes with a daemon that is gone copes with this one too.
+ */
+export class DaemonNotAnsweringError extends DaemonUnreachableError {
+	constructor(endpoint: string, timeoutMs: number) {
+		super(endpoint, new Error(`no answer within ${timeoutMs / 1000} s`));
+	}
+}
+
 /** The Docker Engine answered with an error (status code and its message). */
 export class DockerApiError extends EgressError {
 	constructor(

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import type Dockerode from 'dockerode';
 import type { DockerNetwork } from '../core/network.js';
-import { DaemonUnreachableError, DockerApiError, NetworkNotFoundError } from '../errors.js';
+import { DaemonNotAnsweringError, DaemonUnreachableError, DockerApiError, InterruptedError, NetworkNotFoundError } from '../errors.js';
 import { debug } from '../log.js';
 import type { Endpoint } from './endpoint.js';
 
@@ -22,34 +22,64 @@ export type NetworkCreateBody = {
 
 export type ContainerOnNetwork = { id: string; name: string; networkId: string; ipv4Address: string };
 
+/**
+ * Longest wait for one answer of the daemon (connecting included): a hung daemon (SIGSTOP, a
+ * deadlock) or a TCP endpoint whose packets are dropped would otherwise hold a command for the
+ * kernel's connect timeout (minutes) and watch's reconcile forever.
+ */
+export const CALL_TIMEOUT_MS = 10_000;
+
+export type ClientOptions = {
+	/** Every call is abandoned (its request destroyed) when this aborts: SIGTERM, SIGINT, the CLI's socket close. */
+	signal?: AbortSignal;
+	/** Deadline of each call, ms (default CALL_TIMEOUT_MS). */
+	callTimeoutMs?: number;
+};
+
+/** dockerode takes { abortSignal } where its types do not say so (ping, version). */
+type WithSignal<T> = (options: { abortSignal: AbortSignal }) => Promise<T>;
+
+type CallOptions = {
+	/** This call's deadline, ms, instead of the client's. */
+	timeoutMs?: number;
+	/** false: the stop signal does not abandon this call (changes, clean-ups). */
+	stoppable?: boolean;
+};
+
 const connectionErrors = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET', 'EPIPE', 'EAI_AGAIN']);
 
 export class DockerClient {
 	private constructor(
 		private readonly api: Dockerode,
 		readonly endpoint: Endpoint,
+		private readonly options: ClientOptions,
 	) {}
 
 	/**
 	 * A client (dockerode is loaded only here). With `ping`, an unreachable daemon fails here;
 	 * without, at the first call (one round trip less for short-lived commands).
 	 */
-	static async connect(endpoint: Endpoint, options: { ping?: boolean } = {}): Promise<DockerClient> {
+	static async connect(endpoint: Endpoint, options: { ping?: boolean } & ClientOptions = {}): Promise<DockerClient> {
 		const { default: Docker } = await import('dockerode');
-		const client = new DockerClient(new Docker(dockerodeOptions(endpoint)), endpoint);
+		const client = new DockerClient(new Docker(dockerodeOptions(endpoint)), endpoint, options);
 		if (options.ping) {
-			await client.call('ping', async () => client.api.ping());
+			await client.ping();
 		}
 
 		return client;
 	}
 
+	/** One round trip; `timeoutMs` for a shorter deadline than a call's (watch's liveness check). */
+	async ping(timeoutMs?: number): Promise<void> {
+		await this.call('ping', async (abortSignal) => (this.api.ping as WithSignal<unknown>).call(this.api, { abortSignal }), { timeoutMs });
+	}
+
 	async version(): Promise<{ Version: string; ApiVersion: string }> {
-		return this.call('version', async () => this.api.version());
+		return this.call('version', async (abortSignal) => (this.api.version as WithSignal<Dockerode.DockerVersion>).call(this.api, { abortSignal }));
 	}
 
 	async listNetworks(): Promise<DockerNetwork[]> {
-		const list = await this.call('list networks', async () => this.api.listNetworks());
+		const list = await this.call('list networks', async (abortSignal) => this.api.listNetworks({ abortSignal }));
 		return list.map((network) => toDockerNetwork(network));
 	}
 
@@ -68,17 +98,17 @@ export class DockerClient {
 	}
 
 	async createNetwork(body: NetworkCreateBody): Promise<string> {
-		const network = await this.call('create network', async () => this.api.createNetwork(body as Dockerode.NetworkCreateOptions));
+		const network = await this.call('create network', async (abortSignal) => this.api.createNetwork({ ...body, abortSignal } as Dockerode.NetworkCreateOptions), { stoppable: false });
 		return network.id;
 	}
 
 	async removeNetwork(id: string): Promise<void> {
-		await this.call('remove network', async () => this.api.getNetwork(id).remove());
+		await this.call('remove network', async (abortSignal) => this.api.getNetwork(id).remove({ abortSignal }), { stoppable: false });
 	}
 
 	/** Running containers, one entry per network they are attached to. */
 	async containersOnNetworks(): Promise<ContainerOnNetwork[]> {
-		const containers = await this.call('list containers', async () => this.api.listContainers());
+		const containers = await this.call('list containers', async (abortSignal) => this.api.listContainers({ abortSignal }));
 		return containers.flatMap((container) =>
 			Object.values(container.NetworkSettings?.Networks ?? {}).map((attachment) => ({
 				id: container.Id,
@@ -104,6 +134,7 @@ export class DockerClient {
 				Labels: { 'docker-egress.verify': 'true' },
 				HostConfig: { NetworkMode: spec.network },
 			}),
+			{ stoppable: false },
 		);
 		try {
 			await this.call('start container', async () => container.start());
@@ -111,13 +142,13 @@ export class DockerClient {
 			const timeout = new Promise<'timeout'>((resolve) => {
 				timer = setTimeout(() => resolve('timeout'), spec.timeoutMs);
 			});
-			const waited = await Promise.race([this.call('wait container', async () => container.wait() as Promise<{ StatusCode: number }>), timeout]);
+			const waited = await Promise.race([this.call('wait container', async () => container.wait() as Promise<{ StatusCode: number }>, { timeoutMs: spec.timeoutMs + CALL_TIMEOUT_MS }), timeout]);
 			clearTimeout(timer);
 			const logs = await this.call('container logs', async () => container.logs({ stdout: true, stderr: true, follow: false }));
 			const output = Buffer.isBuffer(logs) ? logs.toString('utf8') : String(logs);
 			return waited === 'timeout' ? { output, exitCode: undefined, timedOut: true } : { output, exitCode: waited.StatusCode, timedOut: false };
 		} finally {
-			await this.call('remove container', async () => container.remove({ force: true })).catch(() => undefined);
+			await this.call('remove container', async () => container.remove({ force: true }), { stoppable: false }).catch(() => undefined);
 		}
 	}
 
@@ -171,23 +202,67 @@ export class DockerClient {
 		}
 
 		if (!signal.aborted) {
-			throw new DaemonUnreachableError(`${this.endpoint.host} (${this.endpoint.source})`, new Error('the event stream ended'));
+			throw new DaemonUnreachableError(this.describe(), new Error('the event stream ended'));
 		}
 	}
 
-	private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+	/**
+	 * Every call to the daemon: a deadline (connecting included) and the stop signal. Either one
+	 * aborts the request (dockerode destroys it, a pending connect too) and rejects at once, even
+	 * where dockerode does not take the abort signal (container and image calls): nothing waits
+	 * on the daemon beyond its deadline or after a stop. Calls that change something (create,
+	 * remove) are not abandoned at a stop, only at their deadline: the daemon carries them out
+	 * anyway, and a command rolling back after a stop must still be able to remove what it made
+	 * (lifecycle.ts ends the process if that overruns its grace period).
+	 */
+	private async call<T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>, options: CallOptions = {}): Promise<T> {
 		debug(`docker api: ${what}`);
-		try {
-			return await fn();
-		} catch (error) {
-			throw this.mapError(error);
+		const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs ?? CALL_TIMEOUT_MS;
+		const stop = options.stoppable === false ? undefined : this.options.signal;
+		if (stop?.aborted) {
+			throw new InterruptedError();
 		}
+
+		const deadline = new AbortController();
+		const abortSignal = stop ? AbortSignal.any([stop, deadline.signal]) : deadline.signal;
+		let onAbort: (() => void) | undefined;
+		const abandoned = new Promise<never>((_resolve, reject) => {
+			onAbort = () => {
+				reject(stop?.aborted ? new InterruptedError() : new DaemonNotAnsweringError(this.describe(), timeoutMs));
+			};
+
+			abortSignal.addEventListener('abort', onAbort, { once: true });
+		});
+		const timer = setTimeout(() => {
+			deadline.abort();
+		}, timeoutMs);
+		try {
+			return await Promise.race([fn(abortSignal), abandoned]);
+		} catch (error) {
+			if (error instanceof InterruptedError || error instanceof DaemonNotAnsweringError) {
+				throw error;
+			}
+
+			if (abortSignal.aborted) {
+				// dockerode's own AbortError for the request we abandoned: say why it was.
+				throw stop?.aborted ? new InterruptedError() : new DaemonNotAnsweringError(this.describe(), timeoutMs);
+			}
+
+			throw this.mapError(error);
+		} finally {
+			clearTimeout(timer);
+			abortSignal.removeEventListener('abort', onAbort!);
+		}
+	}
+
+	private describe(): string {
+		return `${this.endpoint.host} (${this.endpoint.source})`;
 	}
 
 	private mapError(error: unknown): Error {
 		const err = error as { code?: string; statusCode?: number; json?: { message?: string } | null; message?: string; reason?: string };
 		if (err.code && connectionErrors.has(err.code)) {
-			return new DaemonUnreachableError(`${this.endpoint.host} (${this.endpoint.source})`, error);
+			return new DaemonUnreachableError(this.describe(), error);
 		}
 
 		if (typeof err.statusCode === 'number') {

@@ -1,9 +1,10 @@
 // docker egress watch: the long-running controller (see service/watch.ts). One per host.
 import type { Argv } from 'yargs';
 import { WATCH_LOCK, tryLock } from '../adapters/lock.js';
-import { EgressError, UsageError } from '../errors.js';
+import { beforeForcedExit, onReload } from '../cli/lifecycle.js';
+import { EgressError, UsageError, reason } from '../errors.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
-import { createLogger } from '../service/logger.js';
+import { createLogger, keepRunningWhenOutputCloses } from '../service/logger.js';
 import { Watcher } from '../service/watch.js';
 
 export type WatchCommandOptions = { interval: number; logFormat: 'text' | 'json' };
@@ -26,11 +27,25 @@ export async function runWatch(options: WatchCommandOptions, context: Context): 
 		throw new EgressError('another docker egress watch is already running on this host (it holds the lock @docker-egress/watch)');
 	}
 
+	// A log collector that restarts, or `watch | head -1`, must not stop the rules being kept.
+	keepRunningWhenOutputCloses();
 	const log = createLogger(options.logFormat);
+	const watcher = new Watcher(context, log, { intervalMs: options.interval * 1000 });
+	onReload(() => {
+		watcher.reload();
+	});
+	// Every way watch stops ends with this line, a stop that overran its grace period included.
+	const forgetLastWords = beforeForcedExit((why) => {
+		log.info('watch stopped', { reason: why });
+	});
 	try {
-		await new Watcher(context, log, { intervalMs: options.interval * 1000 }).run();
+		await watcher.run();
 		log.info('watch stopped', { reason: String((context.signal.reason as Error | undefined)?.message ?? 'signal') });
+	} catch (error) {
+		log.error('watch stopped', { reason: reason(error) });
+		throw error;
 	} finally {
+		forgetLastWords();
 		await lock.release();
 	}
 }

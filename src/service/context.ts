@@ -34,7 +34,7 @@ export function createContext(endpoint: Endpoint, signal: AbortSignal, stateDir?
 		policies: PolicyStore.fromEnv(stateDir),
 		async docker() {
 			const { DockerClient } = await import('../adapters/docker.js');
-			docker ??= DockerClient.connect(endpoint);
+			docker ??= DockerClient.connect(endpoint, { signal }); // every call ends at a stop or its deadline
 			return docker;
 		},
 		async firewall() {

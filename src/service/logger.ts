@@ -6,7 +6,28 @@ export type Fields = Record<string, string | number | boolean | undefined>;
 
 export type Logger = Record<Level, (msg: string, fields?: Fields) => void>;
 
-export function createLogger(format: 'text' | 'json', write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
+/**
+ * A closed stdout or stderr (EPIPE: the reader exited; EBADF) is reported as an 'error' event on
+ * the stream, which would end the process: for watch, whose job is the rules and not its log,
+ * such errors are dropped and the lines written meanwhile are lost.
+ */
+export function keepRunningWhenOutputCloses(): void {
+	for (const stream of [process.stdout, process.stderr]) {
+		if (stream.listenerCount('error') === 0) {
+			stream.on('error', () => undefined);
+		}
+	}
+}
+
+function writeStderr(line: string): void {
+	try {
+		process.stderr.write(line);
+	} catch {
+		// a closed stderr: see keepRunningWhenOutputCloses
+	}
+}
+
+export function createLogger(format: 'text' | 'json', write: (line: string) => void = writeStderr): Logger {
 	const log = (level: Level) => (msg: string, fields: Fields = {}) => {
 		if (!enabled(level)) {
 			return;

@@ -3,15 +3,17 @@
 // back) runs the same full reconcile as `sync`. Triggers are coalesced, and reconciles never
 // overlap. The periodic drift check only reads the firewall backend's rules and compares them with
 // what the last reconcile wrote; it rewrites nothing when nothing changed. While the daemon is
-// away, drift is repaired from those last rules, so a firewall reload cannot cost egress during an
-// outage.
+// away — or there but not answering (hung, SIGSTOPped) — drift is repaired from those last rules,
+// so a firewall reload cannot cost egress during an outage. Every call to the daemon has a
+// deadline, and each reconcile first pings the daemon with a short one, so no repair waits on a
+// daemon that does not answer.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DockerClient } from '../adapters/docker.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { applyRouting, readRouting } from '../adapters/routing.js';
 import { desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingPlan } from '../core/routing.js';
 import type { Desired, FirewallPlan } from '../adapters/firewall.js';
-import { DaemonUnreachableError, reason } from '../errors.js';
+import { DaemonNotAnsweringError, DaemonUnreachableError, InterruptedError, reason } from '../errors.js';
 import type { Context } from './context.js';
 import type { Logger } from './logger.js';
 import { reconcile, type SyncResult } from './reconcile.js';
@@ -27,9 +29,11 @@ export type WatchOptions = {
 	maxDelayMs?: number;
 	/** Backoff cap while the daemon is away, ms. */
 	maxBackoffMs?: number;
+	/** Deadline of the ping before each reconcile, ms (default 2000): how long a hung daemon delays a repair. */
+	pingTimeoutMs?: number;
 };
 
-type Trigger = 'start' | 'events' | 'drift' | 'daemon-back';
+type Trigger = 'start' | 'events' | 'drift' | 'daemon-back' | 'sighup';
 
 export class Watcher {
 	private desired: Desired | undefined;
@@ -37,6 +41,8 @@ export class Watcher {
 	private desiredRoutes: RoutingPlan | undefined;
 	private client: DockerClient | undefined;
 	private daemonLost = false;
+	/** The daemon is connected but missed a deadline; cleared by the next answer. */
+	private notAnswering = false;
 	private readonly skipped = new Map<string, string>();
 	private running: Promise<void> | undefined;
 	private pending: Trigger | undefined;
@@ -64,11 +70,12 @@ export class Watcher {
 
 			signal.addEventListener('abort', stop, { once: true });
 			try {
-				this.client = await DockerClient.connect(this.context.endpoint, { ping: true });
+				this.client = await DockerClient.connect(this.context.endpoint, { ping: true, signal });
 				const events = this.client.networkEvents(connection.signal);
 				const first = events.next(); // subscribe before reconciling: no event falls in between
-				if (this.daemonLost) {
+				if (this.daemonLost || this.notAnswering) {
 					this.daemonLost = false;
+					this.notAnswering = false;
 					this.log.info('daemon back', { endpoint: this.context.endpoint.host });
 				}
 
@@ -110,6 +117,12 @@ export class Watcher {
 		await Promise.all([drift, this.running]);
 	}
 
+	/** SIGHUP: re-read the policies (every reconcile reads them afresh) and reconcile now. */
+	reload(): void {
+		this.log.info('reload', { trigger: 'sighup' });
+		this.request('sighup');
+	}
+
 	/**
 	 * Coalesces triggers, and never runs two reconciles at once. A lone event is acted on after
 	 * 20 ms of quiet: Docker reports a network once it is fully set up (its own iptables rules
@@ -144,7 +157,9 @@ export class Watcher {
 			const trigger = this.pending;
 			this.pending = undefined;
 			this.running = this.reconcileNow(trigger).catch((error: unknown) => {
-				this.log.error('reconcile failed', { trigger, error: reason(error) });
+				if (!(error instanceof InterruptedError && this.context.signal.aborted)) {
+					this.log.error('reconcile failed', { trigger, error: reason(error) });
+				}
 			});
 			await this.running;
 			this.running = undefined;
@@ -162,6 +177,14 @@ export class Watcher {
 				continue;
 			}
 
+			if (this.notAnswering) {
+				// Each reconcile pings first: this one repairs from the last rules while the daemon
+				// still does not answer, and says "daemon back" once it does.
+				this.pending = 'daemon-back';
+				await this.drain();
+				continue;
+			}
+
 			try {
 				const backend = await this.context.firewall();
 				const [state, routing] = await Promise.all([backend.read({ ipv6: this.desired.ipv6.length > 0, leftovers: false }), readRouting()]);
@@ -176,9 +199,10 @@ export class Watcher {
 	}
 
 	private async reconcileNow(trigger: Trigger): Promise<void> {
+		const answering = await this.daemonAnswers(); // before the lock: nothing waits behind this ping
 		const lock = await acquireLock(RULES_LOCK, { signal: this.context.signal, what: 'changing rules' });
 		try {
-			if (!this.client) {
+			if (!this.client || !answering) {
 				await this.repairFromLastChain(trigger);
 				return;
 			}
@@ -190,6 +214,10 @@ export class Watcher {
 			} catch (error) {
 				if (error instanceof DaemonUnreachableError) {
 					await this.repairFromLastChain(trigger);
+					if (error instanceof DaemonNotAnsweringError) {
+						this.markNotAnswering(error); // said once; the drift loop takes it from here
+						return;
+					}
 				}
 
 				throw error;
@@ -204,6 +232,47 @@ export class Watcher {
 			this.reportSkipped(result);
 		} finally {
 			await lock.release();
+		}
+	}
+
+	/**
+	 * Whether the daemon answers a ping within pingTimeoutMs. A missed deadline starts the "not
+	 * answering" spell (one log line); the first answer after one ends it ("daemon back"). Other
+	 * failures (the daemon is gone) are the main loop's to report.
+	 */
+	private async daemonAnswers(): Promise<boolean> {
+		const client = this.client;
+		if (!client) {
+			return false;
+		}
+
+		try {
+			await client.ping(this.options.pingTimeoutMs ?? 2000);
+		} catch (error) {
+			if (error instanceof DaemonNotAnsweringError) {
+				this.markNotAnswering(error);
+				return false;
+			}
+
+			if (error instanceof DaemonUnreachableError) {
+				return false;
+			}
+
+			throw error;
+		}
+
+		if (this.notAnswering && this.client === client) {
+			this.notAnswering = false;
+			this.log.info('daemon back', { endpoint: this.context.endpoint.host });
+		}
+
+		return true;
+	}
+
+	private markNotAnswering(error: DaemonNotAnsweringError): void {
+		if (!this.notAnswering && !this.daemonLost) {
+			this.notAnswering = true;
+			this.log.warn('daemon not answering', { endpoint: this.context.endpoint.host, error: reason(error), repair: 'from the last rules until it answers' });
 		}
 	}
 
