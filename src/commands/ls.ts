@@ -19,11 +19,14 @@ const columns: Columns = [
 	{ field: 'Containers', header: 'CONTAINERS' },
 ];
 
+/** The fields that can hold a label's or an option's text as written (bounded unless --no-trunc). */
+const freeText = ['Name', 'SourceIP', 'Bridge', 'Problem', 'StatusReason'];
+
 export function lsBuilder(yargs: Argv): Argv {
 	return yargs
 		.option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Only display network IDs' })
 		.option('format', { type: 'string', default: 'table', describe: "table, json, or a template such as '{{.Name}} {{.SourceIP}}'", requiresArg: true })
-		.option('no-trunc', { type: 'boolean', default: false, describe: 'Do not truncate IDs' });
+		.option('no-trunc', { type: 'boolean', default: false, describe: 'Do not truncate IDs and long values' });
 }
 
 export async function runLs(options: LsOptions, context: Context): Promise<void> {
@@ -37,7 +40,7 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 		return;
 	}
 
-	const lines = formatRows(rows, options.format, columns);
+	const lines = formatRows(rows, options.format, columns, { cut: freeText, noTrunc: options.noTrunc });
 	if (lines.length > 0) {
 		context.out(lines.join('\n'));
 	}
