@@ -45,7 +45,7 @@ export async function observe(context: Context): Promise<ObservedState> {
 		context.policies.read(),
 	]);
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
-	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies), { addresses, routes: host.mainRoutes, links: host.links });
+	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies, host.routes), { addresses, routes: host.mainRoutes, links: host.links });
 	return { dockerNetworks, policies, networks, firewall, routing, dockerBridges: dockerBridges(dockerNetworks) };
 }
 

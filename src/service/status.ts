@@ -50,7 +50,7 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 	const host = ipState?.host;
 	const routing = ipState?.routing;
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
-	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies);
+	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies, host?.routes);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
 	const bridges = dockerBridges(dockerNetworks);
 	const rpFilters = new Map<string, number | undefined>();
