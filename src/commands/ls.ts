@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { formatRows, type Columns, type Row } from '../cli/format.js';
 import { warn } from '../log.js';
 import type { Context } from '../service/context.js';
-import { egressViews, type EgressView } from '../service/status.js';
+import { listEgressViews, type EgressView } from '../service/status.js';
 
 export type LsOptions = { quiet: boolean; format: string; noTrunc: boolean };
 
@@ -30,11 +30,16 @@ export function lsBuilder(yargs: Argv): Argv {
 }
 
 export async function runLs(options: LsOptions, context: Context): Promise<void> {
-	const views = await egressViews(context);
+	// A bad policy file: the labelled networks are listed all the same, then the error is the exit.
+	const { views, policyError } = await listEgressViews(context);
 	const rows = views.map((view) => lsRow(view, options.noTrunc));
 	if (options.quiet) {
 		for (const row of rows) {
 			context.out(String(row['ID']));
+		}
+
+		if (policyError) {
+			throw policyError;
 		}
 
 		return;
@@ -55,6 +60,10 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 		} else if (view.network.masquerade) {
 			warn(failsOpenWarning(view.network.name));
 		}
+	}
+
+	if (policyError) {
+		throw policyError;
 	}
 }
 

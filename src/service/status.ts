@@ -4,6 +4,7 @@
 import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
 import type { RuleCheck } from '../adapters/firewall.js';
+import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
 import { dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
@@ -26,26 +27,43 @@ export type EgressView = {
 	rpFilter?: number;
 };
 
+/** The views; a policy file that cannot be read fails the call (see listEgressViews). */
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
+	const { views, policyError } = await listEgressViews(context, select);
+	if (policyError) {
+		throw policyError;
+	}
+
+	return views;
+}
+
+/**
+ * Every egress network's view. A policy file that cannot be read costs only the policies: the
+ * labelled networks are listed all the same (and the last good policies, if this process has
+ * them), and the error comes back for the caller to report after its output.
+ */
+export async function listEgressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<{ views: EgressView[]; policyError?: StateFileError }> {
 	const local = isLocalEndpoint(context.endpoint);
 	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
 	// loads: it is loaded only after this synchronous turn.
 	const backendReady = local ? context.firewall() : undefined;
 	const docker = Promise.resolve().then(async () => context.docker());
 	const listed = docker.then(async (client) => client.listNetworks());
-	const policiesRead = local ? context.policies.read() : Promise.resolve([]);
+	const policyRead: Promise<PoliciesRead> = local ? context.policies.readOrLastGood() : Promise.resolve({ policies: [] });
+	const policiesRead = policyRead.then((read) => read.policies ?? []);
 	// The IPv6 half of the host's state only where some network egresses over IPv6.
 	const wantsIpv6 = Promise.all([listed, policiesRead]).then(
 		([all, policies]) => egressNetworks(all, undefined, policies).some((network) => network.sourceIpv6 !== undefined),
 		() => false, // the command fails on that error anyway
 	);
-	const [dockerNetworks, containers, ipState, backend, firewall, policies] = await Promise.all([
+	const [dockerNetworks, containers, ipState, backend, firewall, policies, { error: policyError }] = await Promise.all([
 		listed,
 		docker.then(async (client) => client.containersOnNetworks()),
 		local ? readIpState({ ipv6: wantsIpv6 }) : undefined,
 		backendReady,
 		backendReady?.then(async (fw) => fw.read({ ipv6: await wantsIpv6, leftovers: false })),
 		policiesRead,
+		policyRead,
 	]);
 	const host = ipState?.host;
 	const routing = ipState?.routing;
@@ -60,7 +78,7 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 		}
 	}
 
-	return networks.map((network) => {
+	const views = networks.map((network): EgressView => {
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
 		const status: RuleStatus = network.problem ? 'invalid' : !check || !routing ? 'unknown' : check.status !== 'active' ? check.status : isRoutingActive(network, routing) ? 'active' : 'missing';
@@ -75,4 +93,6 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 			containers: containers.filter((container) => container.networkId === network.id),
 		};
 	});
+
+	return { views, ...(policyError ? { policyError } : {}) };
 }
