@@ -30,16 +30,18 @@ export function lsBuilder(yargs: Argv): Argv {
 }
 
 export async function runLs(options: LsOptions, context: Context): Promise<void> {
-	// A bad policy file: the labelled networks are listed all the same, then the error is the exit.
-	const { views, policyError } = await listEgressViews(context);
+	// A bad policy file or a firewall that cannot be read: the networks are listed all the same,
+	// then the error is the exit.
+	const { views, policyError, firewallError } = await listEgressViews(context);
+	const failure = policyError ?? firewallError;
 	const rows = views.map((view) => lsRow(view, options.noTrunc));
 	if (options.quiet) {
 		for (const row of rows) {
 			context.out(String(row['ID']));
 		}
 
-		if (policyError) {
-			throw policyError;
+		if (failure) {
+			throw failure;
 		}
 
 		return;
@@ -62,8 +64,12 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 		}
 	}
 
-	if (policyError) {
-		throw policyError;
+	if (policyError && firewallError) {
+		warn(firewallError.message);
+	}
+
+	if (failure) {
+		throw failure;
 	}
 }
 

@@ -1,6 +1,9 @@
 // Labels made by someone else, as a hostile or careless user would write them: text that would
 // colour or forge rows of a listing, a 5,000-character value, and a subnet that overlaps the
 // host's own uplink. Each costs only its own network, and reaches the terminal escaped.
+import { existsSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import anyTest from 'ava';
 import { useSandbox } from '../helpers/sandbox.js';
 
@@ -66,4 +69,36 @@ test.serial('a labelled network overlapping the host uplink is invalid, with no 
 	const seen = await sb.exec('busybox', ['wget', '-q', '-O', '-', sb.echoUrl()]);
 	t.is(seen.stdout.trim(), '192.0.2.1');
 	await sb.docker(['network', 'rm', 'z_ovl']);
+});
+
+/** A PATH directory with every system tool but the firewall ones (iptables*, ip6tables*, nft, xtables*). */
+function pathWithoutFirewallTools(): string {
+	const dir = mkdtempSync(path.join(tmpdir(), 'egress-path-'));
+	for (const bin of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+		for (const name of existsSync(bin) ? readdirSync(bin) : []) {
+			if (!/^(ip6?tables|nft$|xtables|ebtables|arptables)/.test(name) && !existsSync(path.join(dir, name))) {
+				symlinkSync(path.join(bin, name), path.join(dir, name));
+			}
+		}
+	}
+
+	return dir;
+}
+
+test.serial('no iptables or nft on PATH: ls lists the networks as unknown, says why in one line, and exits non-zero', async (t) => {
+	const sb = sandbox();
+	t.is((await sb.egress(['create', 'z_h_ok', '--source-ip', '192.0.2.12', '--subnet', '10.93.3.0/24'])).exitCode, 0);
+	const dir = pathWithoutFirewallTools();
+	t.teardown(async () => {
+		rmSync(dir, { recursive: true, force: true });
+		await sb.egress(['rm', 'z_h_ok']);
+	});
+	for (const backend of ['auto', 'nftables', 'iptables']) {
+		const r = await sb.egress(['ls', '--format', '{{.Name}} {{.Status}}'], { env: { PATH: dir, DOCKER_EGRESS_NFT: '/nonexistent', DOCKER_EGRESS_FIREWALL_BACKEND: backend } });
+		t.not(r.exitCode, 0, `${backend}: exit status`);
+		t.is(r.stdout.trim(), 'z_h_ok unknown', backend);
+		t.is(r.stderr.trim().split('\n').length, 1, `${backend}: one line, got:\n${r.stderr}`);
+		t.regex(r.stderr, /cannot read the firewall, so rule states are unknown: .* is not installed/, backend);
+		t.log(`${backend}: ${r.stderr.trim()}`);
+	}
 });
