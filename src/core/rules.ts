@@ -11,15 +11,30 @@ export const CHAIN = 'DOCKER-EGRESS';
 export const COMMENT_PREFIX = 'docker-egress:';
 
 export type SnatRule = {
+	/** The network's name, for people (a rule read back from iptables has its tag here instead). */
 	network: string;
+	/**
+	 * The Docker network's ID (desired rules). iptables tags the rule with its first 12
+	 * characters: a comment is cut at 255 characters, so a long name would never read back.
+	 */
+	id?: string;
 	subnet: string;
 	bridge: string;
 	sourceIp: string;
 };
 
+/**
+ * What the iptables comment says after `docker-egress:`: the short network ID, or for a rule
+ * read back, what the comment held (an ID, or a name from before rules were tagged by ID: such
+ * a rule is still ours, and is rewritten once with the ID).
+ */
+export function ruleTag(rule: SnatRule): string {
+	return rule.id === undefined ? rule.network : rule.id.slice(0, 12);
+}
+
 /** The rule's arguments after `-A DOCKER-EGRESS`, as an argument vector. */
 export function ruleArgs(rule: SnatRule): string[] {
-	return ['-s', rule.subnet, '!', '-o', rule.bridge, '-m', 'comment', '--comment', `${COMMENT_PREFIX}${rule.network}`, '-j', 'SNAT', '--to-source', rule.sourceIp];
+	return ['-s', rule.subnet, '!', '-o', rule.bridge, '-m', 'comment', '--comment', `${COMMENT_PREFIX}${ruleTag(rule)}`, '-j', 'SNAT', '--to-source', rule.sourceIp];
 }
 
 /** The exact rule line, as iptables-restore takes it and `inspect` shows it. */
@@ -28,7 +43,7 @@ export function ruleText(rule: SnatRule): string {
 }
 
 export function ruleKey(rule: SnatRule): string {
-	return [rule.subnet, rule.bridge, rule.sourceIp, rule.network].join(' ');
+	return [rule.subnet, rule.bridge, rule.sourceIp, ruleTag(rule)].join(' ');
 }
 
 /** One rule per subnet of every valid egress network, in a stable order (IPv6: for ip6tables). */
@@ -37,10 +52,10 @@ export function desiredRules(networks: EgressNetwork[], family: 'ipv4' | 'ipv6' 
 		.filter((network) => !network.problem)
 		.flatMap((network) =>
 			family === 'ipv4'
-				? network.subnets.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
+				? network.subnets.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
 				: network.sourceIpv6 === undefined
 					? []
-					: network.subnets6.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6! })),
+					: network.subnets6.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6! })),
 		)
 		.sort((a, b) => compare(a.network, b.network) || compare(ruleKey(a), ruleKey(b)));
 }

@@ -74,7 +74,8 @@ export async function observe(context: Context): Promise<ObservedState> {
  */
 function keepUnknown(removed: SnatRule[], state: ObservedState): SnatRule[] {
 	const labelled = new Set(state.networks.map((network) => network.name));
-	const others = new Set(state.dockerNetworks.filter((network) => !labelled.has(network.name)).map((network) => network.name));
+	// A rule read back names its network by name (nftables, older iptables rules) or short ID (iptables).
+	const others = new Set(state.dockerNetworks.filter((network) => !labelled.has(network.name)).flatMap((network) => [network.name, network.id.slice(0, 12)]));
 	return removed.filter((rule) => others.has(rule.network));
 }
 
