@@ -9,7 +9,7 @@ import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
-import { desiredRules, type SnatRule } from '../core/rules.js';
+import { desiredRules, ruleTag, type SnatRule } from '../core/rules.js';
 import type { StateFileError } from '../adapters/policy-store.js';
 import { debug } from '../log.js';
 import type { Context } from './context.js';
@@ -76,7 +76,7 @@ function keepUnknown(removed: SnatRule[], state: ObservedState): SnatRule[] {
 	const labelled = new Set(state.networks.map((network) => network.name));
 	// A rule read back names its network by name (nftables, older iptables rules) or short ID (iptables).
 	const others = new Set(state.dockerNetworks.filter((network) => !labelled.has(network.name)).flatMap((network) => [network.name, network.id.slice(0, 12)]));
-	return removed.filter((rule) => others.has(rule.network));
+	return removed.filter((rule) => others.has(ruleTag(rule)) || others.has(rule.network));
 }
 
 export type ReconcileOptions = {
