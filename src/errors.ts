@@ -72,8 +72,22 @@ export class CommandError extends EgressError {
 		readonly stderr: string,
 		cause?: unknown,
 	) {
-		super(`${command} failed: ${stderr.trim().split('\n').slice(-3).join(' / ') || reason(cause)}`, { cause });
+		super(`${command} failed: ${stderr.trim().split('\n').slice(-3).join(' / ') || notStarted(cause) || reason(cause)}`, { cause });
 	}
+}
+
+/** Why a tool could not be started, in words ("spawn iptables-nft-save ENOENT" says it poorly). */
+function notStarted(cause: unknown): string | undefined {
+	const error = cause as (NodeJS.ErrnoException & { path?: string }) | undefined;
+	if (error?.code === 'ENOENT') {
+		return `${error.path ?? 'the tool'} is not installed (not found${error.path?.includes('/') ? '' : ' on PATH'})`;
+	}
+
+	if (error?.code === 'EACCES') {
+		return `${error.path ?? 'the tool'} cannot be run (permission denied)`;
+	}
+
+	return undefined;
 }
 
 export class LockTimeoutError extends EgressError {

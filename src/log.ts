@@ -1,4 +1,6 @@
 // Progress, warnings and debug lines go to stderr; data goes to stdout (never from here).
+import { escapeControls } from './core/text.js';
+
 let level: 'debug' | 'info' | 'warn' | 'error' = 'info';
 
 export function setLogLevel(value: string | undefined): void {
@@ -35,6 +37,7 @@ export function info(message: string): void {
 
 export function warn(message: string): void {
 	if (level !== 'error') {
-		process.stderr.write(`warning: ${message}\n`);
+		// A warning can quote a label: its control characters must not reach the terminal raw.
+		process.stderr.write(`warning: ${escapeControls(message)}\n`);
 	}
 }

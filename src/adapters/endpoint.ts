@@ -1,6 +1,6 @@
 // Which Docker endpoint to talk to, resolved the way the docker CLI does it:
 // --context > -H > $DOCKER_HOST > $DOCKER_CONTEXT > currentContext in config.json > default socket.
-import { existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
@@ -39,6 +39,7 @@ export function resolveEndpoint(flags: EndpointFlags, env: Env = process.env): E
 		throw new UsageError('conflicting options: either specify --host or --context, not both');
 	}
 
+	checkModemCertPath(env);
 	const config = configDir(flags, env);
 	if (flags.context !== undefined) {
 		return contextEndpoint(flags.context, config, flags, env, `--context ${flags.context}`);
@@ -110,10 +111,11 @@ function contextEndpoint(name: string, config: string, flags: EndpointFlags, env
 	const tlsDir = path.join(config, 'contexts', 'tls', id, 'docker');
 	const file = (base: string) => {
 		const full = path.join(tlsDir, base);
-		return existsSync(full) ? full : undefined;
+		return existsSync(full) ? readableTlsFile(full, `context "${name}"`) : undefined;
 	};
 
 	const tls = { ca: file('ca.pem'), cert: file('cert.pem'), key: file('key.pem'), verify: !docker.SkipTLSVerify };
+	checkKeyPair(tls, `context "${name}" (${tlsDir})`);
 	const hasTls = tls.ca !== undefined || tls.cert !== undefined;
 	return { host: normalizeHost(docker.Host), source, ...(hasTls ? { tls } : {}) };
 }
@@ -127,15 +129,62 @@ function hostEndpoint(host: string, source: string, flags: EndpointFlags, env: E
 	}
 
 	const certDir = env['DOCKER_CERT_PATH'] ?? config;
-	const pick = (flag: string | undefined, base: string) => {
-		const full = flag ?? path.join(certDir, base);
-		return existsSync(full) ? full : undefined;
+	const pick = (flag: string | undefined, base: string, name: string) => {
+		if (flag !== undefined) {
+			// Named on the command line: it must be there (never silently a connection without it).
+			return readableTlsFile(flag, `--${name}`);
+		}
+
+		const full = path.join(certDir, base);
+		return existsSync(full) ? readableTlsFile(full, env['DOCKER_CERT_PATH'] === undefined ? name : `${name} from DOCKER_CERT_PATH`) : undefined;
 	};
 
-	return {
-		...endpoint,
-		tls: { ca: pick(flags.tlscacert, 'ca.pem'), cert: pick(flags.tlscert, 'cert.pem'), key: pick(flags.tlskey, 'key.pem'), verify },
-	};
+	const tls = { ca: pick(flags.tlscacert, 'ca.pem', 'tlscacert'), cert: pick(flags.tlscert, 'cert.pem', 'tlscert'), key: pick(flags.tlskey, 'key.pem', 'tlskey'), verify };
+	checkKeyPair(tls, certDir);
+	return { ...endpoint, tls };
+}
+
+/** A TLS file the connection will read, checked now: one clear line instead of a raw ENOENT later. */
+function readableTlsFile(file: string, what: string): string {
+	try {
+		accessSync(file, constants.R_OK);
+		if (!statSync(file).isFile()) {
+			throw new UsageError(`TLS file ${file} (${what}) is not a file`);
+		}
+	} catch (error) {
+		if (error instanceof UsageError) {
+			throw error;
+		}
+
+		const code = (error as NodeJS.ErrnoException).code;
+		throw new UsageError(`cannot read TLS file ${file} (${what}): ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (error as Error).message}`, { cause: error });
+	}
+
+	return file;
+}
+
+/** A client certificate without its key (or the reverse) cannot be used: name the missing one. */
+function checkKeyPair(tls: TlsFiles, where: string): void {
+	if ((tls.cert === undefined) !== (tls.key === undefined)) {
+		const [have, missing] = tls.cert === undefined ? [tls.key!, 'cert.pem (--tlscert)'] : [tls.cert, 'key.pem (--tlskey)'];
+		throw new UsageError(`TLS client ${tls.cert === undefined ? 'key' : 'certificate'} ${have} has no ${missing} beside it in ${where}`);
+	}
+}
+
+/**
+ * The Docker client library reads $DOCKER_CERT_PATH/{ca,cert,key}.pem by itself whenever
+ * $DOCKER_HOST names a TCP host, whatever endpoint is used: check those files first.
+ */
+function checkModemCertPath(env: Env): void {
+	const certPath = env['DOCKER_CERT_PATH'];
+	const host = env['DOCKER_HOST'];
+	if (!certPath || !host || host.startsWith('unix://') || host.startsWith('npipe://')) {
+		return;
+	}
+
+	for (const base of ['ca.pem', 'cert.pem', 'key.pem']) {
+		readableTlsFile(path.join(certPath, base), 'DOCKER_CERT_PATH');
+	}
 }
 
 /** `host:port` and `tcp://host` get docker's defaults; unix/ssh URLs pass through. */

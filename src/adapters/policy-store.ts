@@ -13,8 +13,17 @@ export class StateFileError extends EgressError {}
 
 type StateFile = { version: 1; policies: Record<string, { sourceIp: string; sourceIpv6?: string; via?: string; via6?: string }> };
 
+/**
+ * What a reconcile gets: the policies to serve, and the error when the file could not be read.
+ * Then `policies` are the last good ones this store read or wrote, or undefined when it has none
+ * (a one-shot command): the caller must not take that for an empty policy set.
+ */
+export type PoliciesRead = { policies: Policy[]; error?: undefined } | { policies: Policy[] | undefined; error: StateFileError };
+
 export class PolicyStore {
 	readonly file: string;
+	/** The policies of the last successful read or write (a long-running watch keeps serving them). */
+	private lastGood: Policy[] | undefined;
 
 	constructor(readonly dir: string) {
 		this.file = path.join(dir, 'policies.json');
@@ -36,7 +45,21 @@ export class PolicyStore {
 			throw new StateFileError(`cannot read state file ${this.file}: ${(error as Error).message}`, { cause: error });
 		}
 
-		return parseState(text, this.file);
+		this.lastGood = parseState(text, this.file);
+		return this.lastGood;
+	}
+
+	/** Like read, but a bad file is returned as the error, with the last good policies if any. */
+	async readOrLastGood(): Promise<PoliciesRead> {
+		try {
+			return { policies: await this.read() };
+		} catch (error) {
+			if (!(error instanceof StateFileError)) {
+				throw error;
+			}
+
+			return { policies: this.lastGood, error };
+		}
 	}
 
 	async write(policies: Policy[]): Promise<void> {
@@ -56,6 +79,7 @@ export class PolicyStore {
 			}
 
 			await rename(temporary, this.file);
+			this.lastGood = policies;
 			const directory = await open(this.dir, constants.O_RDONLY);
 			try {
 				await directory.sync();
@@ -83,8 +107,20 @@ export function parseState(text: string, file: string): Policy[] {
 	}
 
 	return Object.entries(policies).map(([network, value]) => {
-		if (typeof value?.sourceIp !== 'string') {
+		if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+			throw new StateFileError(`state file ${file} is corrupt (policy ${network} is ${JSON.stringify(value)}, not an object); fix or remove it`);
+		}
+
+		if (value.sourceIp === undefined) {
 			throw new StateFileError(`state file ${file} is corrupt (policy ${network} has no sourceIp); fix or remove it`);
+		}
+
+		// An ill-typed field is an error, never dropped: a policy without its `via` would egress
+		// through another uplink than the one asked for.
+		for (const field of ['sourceIp', 'sourceIpv6', 'via', 'via6'] as const) {
+			if (value[field] !== undefined && typeof value[field] !== 'string') {
+				throw new StateFileError(`state file ${file} is corrupt (policy ${network}: "${field}" is ${JSON.stringify(value[field])}, not a string); fix or remove it`);
+			}
 		}
 
 		return {

@@ -1,34 +1,55 @@
 // One printer for every listing, as docker's own: `table` (default), `json` (one object per
 // line) or a Go-template-like string with {{.Field}}, {{json .}} / {{json .Field}}, and an
-// optional `table ` prefix for aligned columns with headers.
+// optional `table ` prefix for aligned columns with headers. Tables and templates show values
+// with their control characters escaped (\x1b, \n) and, unless --no-trunc, the free-text fields
+// cut: a label is anyone's text and must not colour, forge or widen a row. `json` stays exact.
 import { UsageError } from '../errors.js';
+import { escapeControls, safeJson, truncate } from '../core/text.js';
 
 export type Row = Record<string, string | number | boolean>;
 
 export type Columns = Array<{ field: string; header: string }>;
 
-export function formatRows(rows: Row[], format: string, columns: Columns): string[] {
+/** Width of a cut value, `…` included. */
+export const CELL_WIDTH = 40;
+
+export type FormatOptions = {
+	/** Fields whose values may be long free text (labels): cut to CELL_WIDTH unless noTrunc. */
+	cut?: readonly string[];
+	noTrunc?: boolean;
+};
+
+export function formatRows(rows: Row[], format: string, columns: Columns, options: FormatOptions = {}): string[] {
 	if (format === 'json') {
-		return rows.map((row) => JSON.stringify(row));
+		return rows.map((row) => safeJson(row));
 	}
+
+	const cut = new Set(options.noTrunc ? [] : options.cut);
+	const show: Show = (field, value) => {
+		const text = escapeControls(String(value ?? ''));
+		return cut.has(field) ? truncate(text, CELL_WIDTH) : text;
+	};
 
 	const fields = new Set(rows.length > 0 ? Object.keys(rows[0]!) : columns.map((column) => column.field));
 	const template = format === 'table' || format === '' ? `table ${columns.map((c) => `{{.${c.field}}}`).join('\t')}` : format;
 	const isTable = template.startsWith('table');
 	const body = unescape(isTable ? template.slice('table'.length).trimStart() : template);
-	const render = compile(body, fields);
+	const render = compile(body, fields, show);
 	if (!isTable) {
 		return rows.map((row) => render(row));
 	}
 
 	const headerRow: Row = Object.fromEntries(columns.map((column) => [column.field, column.header]));
-	const headers = compile(body, fields, (field) => headerRow[field] ?? field.toUpperCase());
+	const headers = compile(body, fields, show, (field) => headerRow[field] ?? field.toUpperCase());
 	return alignColumns([headers({}), ...rows.map((row) => render(row))]);
 }
 
 type Renderer = (row: Row) => string;
 
-function compile(template: string, fields: Set<string>, header?: (field: string) => string | number | boolean): Renderer {
+/** One field's value as a table cell or template output shows it. */
+type Show = (field: string, value: Row[string] | undefined) => string;
+
+function compile(template: string, fields: Set<string>, show: Show, header?: (field: string) => string | number | boolean): Renderer {
 	const parts: Array<string | ((row: Row) => string)> = [];
 	let rest = template;
 	for (;;) {
@@ -44,18 +65,18 @@ function compile(template: string, fields: Set<string>, header?: (field: string)
 		}
 
 		parts.push(rest.slice(0, open));
-		parts.push(action(rest.slice(open + 2, close).trim(), fields, header));
+		parts.push(action(rest.slice(open + 2, close).trim(), fields, show, header));
 		rest = rest.slice(close + 2);
 	}
 
 	return (row) => parts.map((part) => (typeof part === 'string' ? part : part(row))).join('');
 }
 
-function action(text: string, fields: Set<string>, header?: (field: string) => string | number | boolean): (row: Row) => string {
+function action(text: string, fields: Set<string>, show: Show, header?: (field: string) => string | number | boolean): (row: Row) => string {
 	const words = text.split(/\s+/);
 	const field = (ref: string) => {
 		if (ref === '.') {
-			return (row: Row) => row;
+			return Object.assign((row: Row) => row, { field: '' });
 		}
 
 		const match = /^\.(\w+)$/.exec(ref);
@@ -64,12 +85,12 @@ function action(text: string, fields: Set<string>, header?: (field: string) => s
 		}
 
 		const name = match[1]!;
-		return (row: Row) => (header ? header(name) : row[name]);
+		return Object.assign((row: Row) => (header ? header(name) : row[name]), { field: name });
 	};
 
 	if (words.length === 1) {
 		const get = field(words[0]!);
-		return (row) => String(get(row) ?? '');
+		return (row) => (typeof get(row) === 'object' ? safeJson(get(row)) : show(get.field, get(row) as Row[string]));
 	}
 
 	if (words.length === 2 && ['json', 'upper', 'lower'].includes(words[0]!)) {
@@ -81,7 +102,7 @@ function action(text: string, fields: Set<string>, header?: (field: string) => s
 				return String(value);
 			}
 
-			return fn === 'json' ? JSON.stringify(value) : fn === 'upper' ? String(value).toUpperCase() : String(value).toLowerCase();
+			return fn === 'json' ? safeJson(value) : show(get.field, fn === 'upper' ? String(value).toUpperCase() : String(value).toLowerCase());
 		};
 	}
 

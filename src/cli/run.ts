@@ -3,6 +3,7 @@
 import type { Argv } from 'yargs';
 import { resolveEndpoint } from '../adapters/endpoint.js';
 import { requestedBackend } from '../adapters/firewall.js';
+import { escapeControls } from '../core/text.js';
 import { EgressError, reason } from '../errors.js';
 import { isDebug, setLogLevel } from '../log.js';
 import { parsedMetadata } from '../metadata.js';
@@ -95,7 +96,7 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 }
 
 function report(error: unknown): number {
-	const message = reason(error).replaceAll(/\s*\n\s*/g, ' ');
+	const message = escapeControls(reason(error).replaceAll(/\s*\n\s*/g, ' '));
 	process.stderr.write(`${message.startsWith('Error') ? '' : 'Error: '}${message}\n`);
 	if (isDebug() && error instanceof Error) {
 		process.stderr.write(`${error.stack ?? ''}\n`);

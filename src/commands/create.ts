@@ -90,6 +90,11 @@ async function finishCreate(id: string, plan: CreatePlan, context: Context): Pro
 	}
 
 	const result = await reconcile(context);
+	if (result.policyError) {
+		// The new network is labelled: it does not depend on the policy file, whose error is told.
+		warn(result.policyError.message);
+	}
+
 	const present = result.plan.desired.ipv4.filter((rule) => rule.network === plan.network);
 	const present6 = result.plan.desired.ipv6.filter((rule) => rule.network === plan.network);
 	if (present.length !== egress.subnets.length || (plan.sourceIpv6 && present6.length !== egress.subnets6.length)) {

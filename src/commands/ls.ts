@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { formatRows, type Columns, type Row } from '../cli/format.js';
 import { warn } from '../log.js';
 import type { Context } from '../service/context.js';
-import { egressViews, type EgressView } from '../service/status.js';
+import { listEgressViews, type EgressView } from '../service/status.js';
 
 export type LsOptions = { quiet: boolean; format: string; noTrunc: boolean };
 
@@ -19,25 +19,35 @@ const columns: Columns = [
 	{ field: 'Containers', header: 'CONTAINERS' },
 ];
 
+/** The fields that can hold a label's or an option's text as written (bounded unless --no-trunc). */
+const freeText = ['Name', 'SourceIP', 'Bridge', 'Problem', 'StatusReason'];
+
 export function lsBuilder(yargs: Argv): Argv {
 	return yargs
 		.option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'Only display network IDs' })
 		.option('format', { type: 'string', default: 'table', describe: "table, json, or a template such as '{{.Name}} {{.SourceIP}}'", requiresArg: true })
-		.option('no-trunc', { type: 'boolean', default: false, describe: 'Do not truncate IDs' });
+		.option('no-trunc', { type: 'boolean', default: false, describe: 'Do not truncate IDs and long values' });
 }
 
 export async function runLs(options: LsOptions, context: Context): Promise<void> {
-	const views = await egressViews(context);
+	// A bad policy file or a firewall that cannot be read: the networks are listed all the same,
+	// then the error is the exit.
+	const { views, policyError, firewallError } = await listEgressViews(context);
+	const failure = policyError ?? firewallError;
 	const rows = views.map((view) => lsRow(view, options.noTrunc));
 	if (options.quiet) {
 		for (const row of rows) {
 			context.out(String(row['ID']));
 		}
 
+		if (failure) {
+			throw failure;
+		}
+
 		return;
 	}
 
-	const lines = formatRows(rows, options.format, columns);
+	const lines = formatRows(rows, options.format, columns, { cut: freeText, noTrunc: options.noTrunc });
 	if (lines.length > 0) {
 		context.out(lines.join('\n'));
 	}
@@ -52,6 +62,14 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 		} else if (view.network.masquerade) {
 			warn(failsOpenWarning(view.network.name));
 		}
+	}
+
+	if (policyError && firewallError) {
+		warn(firewallError.message);
+	}
+
+	if (failure) {
+		throw failure;
 	}
 }
 

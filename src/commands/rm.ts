@@ -4,6 +4,7 @@ import type { Argv } from 'yargs';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { isEgressNetwork } from '../core/network.js';
 import { EgressError, NotEgressNetworkError, reason } from '../errors.js';
+import { warn } from '../log.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
 import { reconcile } from '../service/reconcile.js';
 import { describeStep } from './sync.js';
@@ -47,7 +48,10 @@ export async function runRm(options: RmOptions, context: Context): Promise<void>
 			const preview = await reconcile(context, { dryRun: true, withoutNetworks: removedIds });
 			context.out(preview.plan.steps.map((step) => describeStep(step)).join('\n') || '# no rule changes');
 		} else if (removedIds.length > 0) {
-			await reconcile(context);
+			const result = await reconcile(context);
+			if (result.policyError) {
+				warn(result.policyError.message);
+			}
 		}
 	} finally {
 		await lock.release();

@@ -37,6 +37,11 @@ export async function runSync(options: SyncOptions, context: Context): Promise<v
 		context.out(describeRouting(result.routingCommands));
 	}
 
+	// The rules above were applied all the same: a bad policy file costs only the policies.
+	if (result.policyError) {
+		throw result.policyError;
+	}
+
 	const invalid = result.networks.filter((network) => network.problem).length;
 	if (invalid > 0) {
 		throw new PartialSyncError(invalid);

@@ -3,9 +3,9 @@
 // host's addresses and routes and the networks Docker already has.
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../errors.js';
-import { canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, parseIpv6Cidr, unusableIpv6Reason, type Cidr, type Cidr6 } from './address.js';
+import { canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, ipv4ToInt, parseIpv4Cidr, parseIpv6Cidr, type Cidr, type Cidr6 } from './address.js';
 import { uplinkFor, type Link, type MainRoute } from './routing.js';
-import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, VIA6_LABEL, VIA_LABEL, bridgeName, sourceIpv6Problem, isEgressNetwork, sourceIpProblem, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
+import { BRIDGE_NAME_OPTION, MASQUERADE_OPTION, SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, VIA6_LABEL, VIA_LABEL, bridgeName, sourceIpv6Problem, isEgressNetwork, sourceIpProblem, subnet6HostOverlap, subnetHostOverlap, uplinkAddresses, type DockerNetwork, type HostAddress } from './network.js';
 
 export type CreateRequest = {
 	network: string;
@@ -324,19 +324,9 @@ export function checkSubnetIsFree(subnet: Cidr, host: HostView, networks: Docker
 		}
 	}
 
-	const dockerBridges = new Set(networks.map((network) => bridgeName(network)));
-	for (const address of host.addresses) {
-		const connected = address.family === 'ipv4' ? parseIpv4Cidr(`${address.address}/${address.prefix}`) : undefined;
-		if (connected && cidrsOverlap(subnet, connected) && !dockerBridges.has(address.interface)) {
-			throw new ValidationError(`subnet ${subnet.text} overlaps ${connected.text}, the subnet of ${address.address} on host interface ${address.interface}`);
-		}
-	}
-
-	for (const route of host.routes) {
-		const destination = parseIpv4Cidr(route.destination.includes('/') ? route.destination : `${route.destination}/32`);
-		if (destination && destination.prefix > 0 && cidrsOverlap(subnet, destination) && !dockerBridges.has(route.interface)) {
-			throw new ValidationError(`subnet ${subnet.text} overlaps the host route ${route.destination} via ${route.interface || 'unknown device'}`);
-		}
+	const overlap = subnetHostOverlap(subnet, host, new Set(networks.map((network) => bridgeName(network))));
+	if (overlap) {
+		throw new ValidationError(overlap);
 	}
 }
 
@@ -350,12 +340,9 @@ export function checkSubnet6IsFree(subnet: Cidr6, host: HostView, networks: Dock
 		}
 	}
 
-	const dockerBridges = new Set(networks.map((network) => bridgeName(network)));
-	for (const address of host.addresses) {
-		const connected = address.family === 'ipv6' && !unusableIpv6Reason(address.address) ? parseIpv6Cidr(`${address.address}/${address.prefix}`) : undefined;
-		if (connected && cidrs6Overlap(subnet, connected) && !dockerBridges.has(address.interface)) {
-			throw new ValidationError(`subnet ${subnet.text} overlaps the subnet of ${address.address} on host interface ${address.interface}`);
-		}
+	const overlap = subnet6HostOverlap(subnet, host.addresses, new Set(networks.map((network) => bridgeName(network))));
+	if (overlap) {
+		throw new ValidationError(overlap);
 	}
 }
 

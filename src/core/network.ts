@@ -1,7 +1,7 @@
 // Egress networks: which Docker networks ask for a fixed source IP, and whether that ask is
 // valid on this host. Pure: the Docker and host facts come in as plain values.
 import { isIPv6 } from 'node:net';
-import { addressFamily, canonicalIpv6, cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr, unusableIpv4Reason, unusableIpv6Reason } from './address.js';
+import { addressFamily, canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, parseIpv4Cidr, parseIpv6Cidr, unusableIpv4Reason, unusableIpv6Reason, type Cidr, type Cidr6 } from './address.js';
 
 export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
 /** Optional, on a dual-stack network: the IPv6 egress source. */
@@ -29,6 +29,9 @@ export type HostAddress = {
 	prefix: number;
 	family: 'ipv4' | 'ipv6';
 };
+
+/** A main-table route of the host other than the default (IPv4). */
+export type HostRoute = { destination: string; interface: string };
 
 /** An egress source IP for a network docker egress did not create, by network name. */
 export type Policy = { network: string; sourceIp: string; sourceIpv6?: string; via?: string; via6?: string };
@@ -76,16 +79,75 @@ export function isEgressNetwork(network: Pick<DockerNetwork, 'labels'>): boolean
 /**
  * Every labelled network, and every network a policy names, each with its problem if it has one,
  * sorted by name. A label wins over a policy for the same network. Without `hostAddresses` (a
- * remote daemon), whether the host has each source IP is not checked.
+ * remote daemon), whether the host has each source IP is not checked. With `hostRoutes` too, a
+ * subnet that overlaps the host's own addresses or routes is a problem, as `create` refuses it:
+ * the network's rule would rewrite the host's own traffic to that subnet's addresses.
  */
-export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined, policies: Policy[] = []): EgressNetwork[] {
+export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined, policies: Policy[] = [], hostRoutes?: HostRoute[]): EgressNetwork[] {
 	const byName = new Map(policies.map((policy) => [policy.network, policy]));
+	const bridges = new Set(networks.map((network) => bridgeName(network)));
 	return withoutOverlaps(
 		networks
 			.filter((network) => isEgressNetwork(network) || byName.has(network.name))
 			.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name)))
+			.map((network) => {
+				const problem = network.problem || !hostAddresses || !hostRoutes ? undefined : hostOverlapProblem(network, { addresses: hostAddresses, routes: hostRoutes }, bridges);
+				return problem ? { ...network, problem } : network;
+			})
 			.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
 	);
+}
+
+function hostOverlapProblem(network: EgressNetwork, host: { addresses: HostAddress[]; routes: HostRoute[] }, dockerBridges: ReadonlySet<string>): string | undefined {
+	for (const subnet of network.subnets) {
+		const overlap = subnetHostOverlap(parseIpv4Cidr(subnet)!, host, dockerBridges);
+		if (overlap) {
+			return `${overlap}: its rule would rewrite the host's own traffic there`;
+		}
+	}
+
+	for (const subnet of network.sourceIpv6 === undefined ? [] : network.subnets6) {
+		const overlap = subnet6HostOverlap(parseIpv6Cidr(subnet)!, host.addresses, dockerBridges);
+		if (overlap) {
+			return `${overlap}: its rule would rewrite the host's own traffic there`;
+		}
+	}
+
+	return undefined;
+}
+
+/**
+ * How `subnet` overlaps the subnet of a host address or a host route outside Docker's bridges
+ * (those are Docker's networks, checked against each other elsewhere), or undefined.
+ */
+export function subnetHostOverlap(subnet: Cidr, host: { addresses: HostAddress[]; routes: HostRoute[] }, dockerBridges: ReadonlySet<string>): string | undefined {
+	for (const address of host.addresses) {
+		const connected = address.family === 'ipv4' ? parseIpv4Cidr(`${address.address}/${address.prefix}`) : undefined;
+		if (connected && cidrsOverlap(subnet, connected) && !dockerBridges.has(address.interface)) {
+			return `subnet ${subnet.text} overlaps ${connected.text}, the subnet of ${address.address} on host interface ${address.interface}`;
+		}
+	}
+
+	for (const route of host.routes) {
+		const destination = parseIpv4Cidr(route.destination.includes('/') ? route.destination : `${route.destination}/32`);
+		if (destination && destination.prefix > 0 && cidrsOverlap(subnet, destination) && !dockerBridges.has(route.interface)) {
+			return `subnet ${subnet.text} overlaps the host route ${route.destination} via ${route.interface || 'unknown device'}`;
+		}
+	}
+
+	return undefined;
+}
+
+/** The IPv6 half of subnetHostOverlap: the subnets of the host's global addresses. */
+export function subnet6HostOverlap(subnet: Cidr6, addresses: HostAddress[], dockerBridges: ReadonlySet<string>): string | undefined {
+	for (const address of addresses) {
+		const connected = address.family === 'ipv6' && !unusableIpv6Reason(address.address) ? parseIpv6Cidr(`${address.address}/${address.prefix}`) : undefined;
+		if (connected && cidrs6Overlap(subnet, connected) && !dockerBridges.has(address.interface)) {
+			return `subnet ${subnet.text} overlaps the subnet of ${address.address} on host interface ${address.interface}`;
+		}
+	}
+
+	return undefined;
 }
 
 /**

@@ -11,15 +11,45 @@ export const CHAIN = 'DOCKER-EGRESS';
 export const COMMENT_PREFIX = 'docker-egress:';
 
 export type SnatRule = {
+	/** The network's name, for people (a rule read back from iptables has its tag here instead). */
 	network: string;
+	/**
+	 * The Docker network's ID (desired rules). iptables tags the rule with its first 12
+	 * characters: a comment is cut at 255 characters, so a long name would never read back.
+	 */
+	id?: string;
 	subnet: string;
 	bridge: string;
 	sourceIp: string;
 };
 
+/**
+ * What identifies the rule in its iptables comment: the short network ID, or for a rule tagged by
+ * name by an older version, that name (still ours; it is rewritten once with the ID).
+ */
+export function ruleTag(rule: SnatRule): string {
+	return rule.id === undefined ? rule.network : rule.id.slice(0, 12);
+}
+
+/** iptables keeps at most 255 characters of a comment. */
+const MAX_COMMENT = 255;
+
+/**
+ * The comment: `docker-egress:<short ID> <name>`. The ID identifies the rule; the name, cut to
+ * what fits, is for people (and names the network in a report once the network is gone).
+ */
+export function ruleComment(rule: SnatRule): string {
+	if (rule.id === undefined) {
+		return `${COMMENT_PREFIX}${rule.network}`;
+	}
+
+	const tagged = `${COMMENT_PREFIX}${ruleTag(rule)} `;
+	return `${tagged}${rule.network.slice(0, MAX_COMMENT - tagged.length)}`;
+}
+
 /** The rule's arguments after `-A DOCKER-EGRESS`, as an argument vector. */
 export function ruleArgs(rule: SnatRule): string[] {
-	return ['-s', rule.subnet, '!', '-o', rule.bridge, '-m', 'comment', '--comment', `${COMMENT_PREFIX}${rule.network}`, '-j', 'SNAT', '--to-source', rule.sourceIp];
+	return ['-s', rule.subnet, '!', '-o', rule.bridge, '-m', 'comment', '--comment', ruleComment(rule), '-j', 'SNAT', '--to-source', rule.sourceIp];
 }
 
 /** The exact rule line, as iptables-restore takes it and `inspect` shows it. */
@@ -28,7 +58,7 @@ export function ruleText(rule: SnatRule): string {
 }
 
 export function ruleKey(rule: SnatRule): string {
-	return [rule.subnet, rule.bridge, rule.sourceIp, rule.network].join(' ');
+	return [rule.subnet, rule.bridge, rule.sourceIp, ruleTag(rule)].join(' ');
 }
 
 /** One rule per subnet of every valid egress network, in a stable order (IPv6: for ip6tables). */
@@ -37,10 +67,10 @@ export function desiredRules(networks: EgressNetwork[], family: 'ipv4' | 'ipv6' 
 		.filter((network) => !network.problem)
 		.flatMap((network) =>
 			family === 'ipv4'
-				? network.subnets.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
+				? network.subnets.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
 				: network.sourceIpv6 === undefined
 					? []
-					: network.subnets6.map((subnet) => ({ network: network.name, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6! })),
+					: network.subnets6.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6! })),
 		)
 		.sort((a, b) => compare(a.network, b.network) || compare(ruleKey(a), ruleKey(b)));
 }
@@ -121,7 +151,11 @@ function parseRule(words: string[]): SnatRule | undefined {
 		return undefined;
 	}
 
-	const rule: SnatRule = { network: comment.slice(COMMENT_PREFIX.length), subnet, bridge, sourceIp };
+	// `<short ID> <name>`, or a bare name from before rules were tagged by ID (names have no spaces).
+	const text = comment.slice(COMMENT_PREFIX.length);
+	const space = text.indexOf(' ');
+	const tag = space === -1 ? { network: text } : { network: text.slice(space + 1), id: text.slice(0, space) };
+	const rule: SnatRule = { ...tag, subnet, bridge, sourceIp };
 	// Anything beyond what we write (another match, another option) makes it not ours.
 	return words.length === ruleArgs(rule).length + 2 ? rule : undefined;
 }

@@ -9,7 +9,8 @@ import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
-import { desiredRules } from '../core/rules.js';
+import { desiredRules, ruleTag, type SnatRule } from '../core/rules.js';
+import type { StateFileError } from '../adapters/policy-store.js';
 import { debug } from '../log.js';
 import type { Context } from './context.js';
 
@@ -22,6 +23,13 @@ export type ObservedState = {
 	routing: RoutingPlan;
 	/** Every Docker bridge: traffic leaving through one is not egress. */
 	dockerBridges: Set<string>;
+	/**
+	 * The policy file could not be read: `policies` are the last good ones, or none
+	 * (`policiesKnown` false). Labelled networks are served all the same; the caller reports the error.
+	 */
+	policyError?: StateFileError;
+	/** False when the policies are unknown (a bad file and no last good read): see keepUnknown. */
+	policiesKnown: boolean;
 };
 
 export type SyncResult = ObservedState & {
@@ -38,15 +46,37 @@ export async function observe(context: Context): Promise<ObservedState> {
 	// loads: it is loaded only after this synchronous turn.
 	const backend = context.firewall();
 	const docker = Promise.resolve().then(async () => context.docker());
-	const [dockerNetworks, { host, routing }, firewall, policies] = await Promise.all([
+	const [dockerNetworks, { host, routing }, firewall, read] = await Promise.all([
 		docker.then(async (client) => client.listNetworks()),
 		readIpState(),
 		backend.then(async (fw) => fw.read({ ipv6: true, leftovers: true })),
-		context.policies.read(),
+		context.policies.readOrLastGood(),
 	]);
+	const policies = read.policies ?? [];
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
-	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies), { addresses, routes: host.mainRoutes, links: host.links });
-	return { dockerNetworks, policies, networks, firewall, routing, dockerBridges: dockerBridges(dockerNetworks) };
+	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies, host.routes), { addresses, routes: host.mainRoutes, links: host.links });
+	return {
+		dockerNetworks,
+		policies,
+		networks,
+		firewall,
+		routing,
+		dockerBridges: dockerBridges(dockerNetworks),
+		...(read.error ? { policyError: read.error } : {}),
+		policiesKnown: read.policies !== undefined,
+	};
+}
+
+/**
+ * With the policies unknown (a bad file and no last good read), the rules of Docker networks that
+ * no label asks for may be a policy's: they are kept as they are, not removed, since a policy
+ * network without its rule loses its egress address. Rules of networks that are gone still go.
+ */
+function keepUnknown(removed: SnatRule[], state: ObservedState): SnatRule[] {
+	const labelled = new Set(state.networks.map((network) => network.name));
+	// A rule read back names its network by name (nftables, older iptables rules) or short ID (iptables).
+	const others = new Set(state.dockerNetworks.filter((network) => !labelled.has(network.name)).flatMap((network) => [network.name, network.id.slice(0, 12)]));
+	return removed.filter((rule) => others.has(ruleTag(rule)) || others.has(rule.network));
 }
 
 export type ReconcileOptions = {
@@ -66,8 +96,19 @@ export async function reconcile(context: Context, options: ReconcileOptions = {}
 	for (let attempt = 1; ; attempt++) {
 		const state = await observe(context);
 		const networks = [...state.networks.filter((network) => !options.withoutNetworks?.includes(network.id)), ...(options.extraNetworks ?? [])];
-		const plan = backend.plan(state.firewall, { ipv4: desiredRules(networks), ipv6: desiredRules(networks, 'ipv6') }, state.dockerBridges);
-		const routingDiff = diffRouting(state.routing, desiredRouting(networks));
+		const desired = { ipv4: desiredRules(networks), ipv6: desiredRules(networks, 'ipv6') };
+		let plan = backend.plan(state.firewall, desired, state.dockerBridges);
+		let routingDiff = diffRouting(state.routing, desiredRouting(networks));
+		if (!state.policiesKnown) {
+			const kept = keepUnknown(plan.removed, state);
+			if (kept.length > 0) {
+				plan = backend.plan(state.firewall, { ipv4: [...desired.ipv4, ...kept.filter((rule) => !rule.subnet.includes(':'))], ipv6: [...desired.ipv6, ...kept.filter((rule) => rule.subnet.includes(':'))] }, state.dockerBridges);
+			}
+
+			// Policy routing does not say whose it is: remove none of it while the policies are unknown.
+			routingDiff = { ...routingDiff, deleteRules: [], deleteRoutes: [] };
+		}
+
 		const result: SyncResult = { ...state, backend, plan, routingDiff, routingCommands: routingCommands(routingDiff), applied: false };
 		if ((!plan.changed && isEmptyDiff(routingDiff)) || options.dryRun) {
 			return result;

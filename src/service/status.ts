@@ -4,12 +4,21 @@
 import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
 import type { RuleCheck } from '../adapters/firewall.js';
+import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
 import { dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { rpFilter } from '../adapters/routing.js';
 import { attachUplinks, isRoutingActive } from '../core/routing.js';
+import { EgressError, reason } from '../errors.js';
 import type { Context } from './context.js';
+
+/** The firewall backend could not be read: every rule's state is unknown. */
+export class FirewallUnreadableError extends EgressError {
+	constructor(error: Error) {
+		super(`cannot read the firewall, so rule states are unknown: ${reason(error)}`, { cause: error });
+	}
+}
 
 export type RuleStatus = 'active' | 'missing' | 'shadowed' | 'invalid' | 'unknown';
 
@@ -26,31 +35,54 @@ export type EgressView = {
 	rpFilter?: number;
 };
 
+/** The views; a policy file or a firewall that cannot be read fails the call (see listEgressViews). */
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
+	const { views, policyError, firewallError } = await listEgressViews(context, select);
+	if (policyError ?? firewallError) {
+		throw policyError ?? firewallError;
+	}
+
+	return views;
+}
+
+/**
+ * Every egress network's view. A policy file that cannot be read costs only the policies: the
+ * labelled networks are listed all the same (and the last good policies, if this process has
+ * them), and the error comes back for the caller to report after its output.
+ */
+export async function listEgressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<{ views: EgressView[]; policyError?: StateFileError; firewallError?: FirewallUnreadableError }> {
 	const local = isLocalEndpoint(context.endpoint);
 	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
 	// loads: it is loaded only after this synchronous turn.
 	const backendReady = local ? context.firewall() : undefined;
 	const docker = Promise.resolve().then(async () => context.docker());
 	const listed = docker.then(async (client) => client.listNetworks());
-	const policiesRead = local ? context.policies.read() : Promise.resolve([]);
+	const policyRead: Promise<PoliciesRead> = local ? context.policies.readOrLastGood() : Promise.resolve({ policies: [] });
+	const policiesRead = policyRead.then((read) => read.policies ?? []);
 	// The IPv6 half of the host's state only where some network egresses over IPv6.
 	const wantsIpv6 = Promise.all([listed, policiesRead]).then(
 		([all, policies]) => egressNetworks(all, undefined, policies).some((network) => network.sourceIpv6 !== undefined),
 		() => false, // the command fails on that error anyway
 	);
-	const [dockerNetworks, containers, ipState, backend, firewall, policies] = await Promise.all([
+	// A firewall that cannot be read (no iptables or nft at all, no permission) leaves the rules'
+	// state unknown, not the listing: the networks are shown, and the error told after them.
+	const firewallRead = backendReady
+		?.then(async (fw) => ({ backend: fw, state: await fw.read({ ipv6: await wantsIpv6, leftovers: false }) }))
+		.catch((error: unknown) => ({ error: error as Error }));
+	const [dockerNetworks, containers, ipState, read, policies, { error: policyError }] = await Promise.all([
 		listed,
 		docker.then(async (client) => client.containersOnNetworks()),
 		local ? readIpState({ ipv6: wantsIpv6 }) : undefined,
-		backendReady,
-		backendReady?.then(async (fw) => fw.read({ ipv6: await wantsIpv6, leftovers: false })),
+		firewallRead,
 		policiesRead,
+		policyRead,
 	]);
+	const [backend, firewall] = read && 'backend' in read ? [read.backend, read.state] : [undefined, undefined];
+	const firewallError = read && 'error' in read ? new FirewallUnreadableError(read.error) : undefined;
 	const host = ipState?.host;
 	const routing = ipState?.routing;
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
-	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies);
+	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies, host?.routes);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
 	const bridges = dockerBridges(dockerNetworks);
 	const rpFilters = new Map<string, number | undefined>();
@@ -60,11 +92,11 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 		}
 	}
 
-	return networks.map((network) => {
+	const views = networks.map((network): EgressView => {
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
 		const status: RuleStatus = network.problem ? 'invalid' : !check || !routing ? 'unknown' : check.status !== 'active' ? check.status : isRoutingActive(network, routing) ? 'active' : 'missing';
-		const statusReason = network.problem ?? (check?.status === 'shadowed' ? `shadowed by ${check.by}` : check?.status === 'missing' ? check.why : status === 'missing' ? 'policy routing is missing' : undefined);
+		const statusReason = network.problem ?? (firewallError ? firewallError.message : check?.status === 'shadowed' ? `shadowed by ${check.by}` : check?.status === 'missing' ? check.why : status === 'missing' ? 'policy routing is missing' : undefined);
 		return {
 			...(network.uplink && rpFilters.get(network.uplink.interface) !== undefined ? { rpFilter: rpFilters.get(network.uplink.interface)! } : {}),
 			network,
@@ -75,4 +107,6 @@ export async function egressViews(context: Context, select?: (network: DockerNet
 			containers: containers.filter((container) => container.networkId === network.id),
 		};
 	});
+
+	return { views, ...(policyError ? { policyError } : {}), ...(firewallError ? { firewallError } : {}) };
 }

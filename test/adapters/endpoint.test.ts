@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
@@ -60,4 +60,23 @@ test('a TLS context brings its files; tcp endpoints are not local', (t) => {
 	t.false(isLocalEndpoint(endpoint));
 	t.false(isLocalEndpoint(resolveEndpoint({ host: 'ssh://u@198.51.100.7' }, {})));
 	t.is(resolveEndpoint({ host: '198.51.100.7:2375' }, {}).host, 'tcp://198.51.100.7:2375');
+});
+
+test('a TLS file named on the command line that is not there is one clear error naming it', (t) => {
+	t.throws(() => resolveEndpoint({ host: 'tcp://198.51.100.7:2376', tlsverify: true, tlscacert: '/nope' }, {}), { message: /^cannot read TLS file \/nope \(--tlscacert\): no such file$/ });
+	const dir = mkdtempSync(path.join(tmpdir(), 'egress-tls-'));
+	t.throws(() => resolveEndpoint({ host: 'tcp://198.51.100.7:2376', tls: true, tlscert: dir }, {}), { message: /TLS file .* \(--tlscert\) is not a file/ });
+});
+
+test('DOCKER_CERT_PATH without its files, with DOCKER_HOST on TCP: one clear error naming the file (not a raw ENOENT)', (t) => {
+	t.throws(() => resolveEndpoint({}, { DOCKER_HOST: 'tcp://127.0.0.1:9', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: '/nope' }), { message: /^cannot read TLS file \/nope\/ca\.pem \(DOCKER_CERT_PATH\): no such file$/ });
+	// A unix socket never reads them.
+	t.is(resolveEndpoint({}, { DOCKER_HOST: 'unix:///tmp/h.sock', DOCKER_CERT_PATH: '/nope' }).host, 'unix:///tmp/h.sock');
+});
+
+test('a context TLS dir with a client certificate but no key names the missing file', (t) => {
+	const config = configWithContext('halfpair', 'tcp://198.51.100.7:2376', true);
+	const tlsDir = path.join(config, 'contexts', 'tls', createHash('sha256').update('halfpair').digest('hex'), 'docker');
+	rmSync(path.join(tlsDir, 'key.pem'));
+	t.throws(() => resolveEndpoint({ config, context: 'halfpair' }, {}), { message: /TLS client certificate .*cert\.pem has no key\.pem \(--tlskey\) beside it in context "halfpair"/ });
 });

@@ -24,7 +24,8 @@ test('without stderr the exit status is the message', async (t) => {
 });
 
 test('a program that cannot be started is a CommandError', async (t) => {
-	await t.throwsAsync(runCommand('/nonexistent/docker-egress-test', ['x']), { instanceOf: CommandError, message: /^\/nonexistent\/docker-egress-test x failed: .*ENOENT/ });
+	await t.throwsAsync(runCommand('/nonexistent/docker-egress-test', ['x']), { instanceOf: CommandError, message: /^\/nonexistent\/docker-egress-test x failed: \/nonexistent\/docker-egress-test is not installed \(not found\)$/ });
+	await t.throwsAsync(runCommand('docker-egress-test-nonexistent', []), { instanceOf: CommandError, message: /failed: docker-egress-test-nonexistent is not installed \(not found on PATH\)$/ });
 });
 
 test('runProcess leaves the exit status to the caller, and survives a program that does not read its input', async (t) => {

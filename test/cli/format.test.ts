@@ -34,3 +34,27 @@ test('an unknown field is an error that lists the fields', (t) => {
 test('an empty listing still prints the header', (t) => {
 	t.deepEqual(formatRows([], 'table', columns), ['ID        NAME      SOURCE IP']);
 });
+
+const hostile = { ID: 'ghi', Name: 'z_evil', SourceIP: '\u001b[31mRED\u001b[0m\nFAKE-LINE\t\u007f\u009b2J', Containers: 0 };
+
+test('control characters are escaped in table cells and templates, never raw', (t) => {
+	const table = formatRows([hostile], 'table', columns);
+	t.deepEqual(table, ['ID        NAME      SOURCE IP', 'ghi       z_evil    \\x1b[31mRED\\x1b[0m\\nFAKE-LINE\\t\\x7f\\x9b2J']);
+	t.deepEqual(formatRows([hostile], '{{.SourceIP}}|{{upper .SourceIP}}', columns), ['\\x1b[31mRED\\x1b[0m\\nFAKE-LINE\\t\\x7f\\x9b2J|\\x1b[31MRED\\x1b[0M\\nFAKE-LINE\\t\\x7f\\x9b2J']);
+});
+
+test('json (the format and the template function) stays exact, with no raw control character', (t) => {
+	for (const line of [...formatRows([hostile], 'json', columns), ...formatRows([hostile], '{{json .SourceIP}}', columns)]) {
+		t.notRegex(line, /[\u0000-\u001f\u007f-\u009f]/);
+		const value = JSON.parse(line) as unknown;
+		t.deepEqual(typeof value === 'string' ? value : (value as { SourceIP: string }).SourceIP, hostile.SourceIP);
+	}
+});
+
+test('free-text fields are cut to 40 characters unless noTrunc; other fields are not', (t) => {
+	const long = { ID: 'x'.repeat(50), Name: 'z', SourceIP: 'a'.repeat(5000), Containers: 0 };
+	t.deepEqual(formatRows([long], '{{.SourceIP}} {{.ID}}', columns, { cut: ['SourceIP'] }), [`${'a'.repeat(39)}… ${'x'.repeat(50)}`]);
+	t.deepEqual(formatRows([long], '{{.SourceIP}}', columns, { cut: ['SourceIP'], noTrunc: true }), ['a'.repeat(5000)]);
+	// The cut counts the escapes: the row stays bounded whatever the value holds.
+	t.is(formatRows([{ ...long, SourceIP: '\n'.repeat(5000) }], '{{.SourceIP}}', columns, { cut: ['SourceIP'] })[0]!.length, 40);
+});

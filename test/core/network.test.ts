@@ -54,3 +54,16 @@ test('without host addresses (remote daemon) the host check is skipped', (t) => 
 	const [network] = egressNetworks([{ ...base, labels: { 'docker-egress.source-ip': '198.51.100.7' } }], undefined);
 	t.is(network!.problem, undefined);
 });
+
+test('a labelled network whose subnet overlaps a host address or route is invalid, as create refuses it', (t) => {
+	const labelled = { ...base, labels: { 'docker-egress.source-ip': '192.0.2.11' } };
+	const [onUplink] = egressNetworks([{ ...labelled, subnets: ['192.0.2.0/29'] }], host, [], []);
+	t.regex(onUplink!.problem ?? '', /subnet 192\.0\.2\.0\/29 overlaps 192\.0\.2\.0\/24, the subnet of 192\.0\.2\.1 on host interface eth0: its rule would rewrite the host's own traffic/);
+	const [onRoute] = egressNetworks([{ ...labelled, subnets: ['10.5.0.0/24'] }], host, [], [{ destination: '10.5.0.0/16', interface: 'eth1' }]);
+	t.regex(onRoute!.problem ?? '', /overlaps the host route 10\.5\.0\.0\/16 via eth1/);
+	// Its own bridge's address and route are Docker's, not the host's.
+	const own = [{ interface: 'br-abcdef012345', address: '172.18.0.1', prefix: 16, family: 'ipv4' as const }, ...host];
+	t.is(egressNetworks([labelled], own, [], [{ destination: '172.18.0.0/16', interface: 'br-abcdef012345' }])[0]!.problem, undefined);
+	// Without the host's routes (a remote daemon), nothing is judged.
+	t.is(egressNetworks([{ ...labelled, subnets: ['192.0.2.0/29'] }], undefined)[0]!.problem, undefined);
+});

@@ -38,8 +38,8 @@ test('from an empty nat table: the chain, its rules and the jump, as one transac
 		[
 			'*nat',
 			':DOCKER-EGRESS - [0:0]',
-			'-A DOCKER-EGRESS -s 172.18.0.0/16 ! -o z_a -m comment --comment docker-egress:z_a -j SNAT --to-source 192.0.2.11',
-			'-A DOCKER-EGRESS -s 172.19.0.0/16 ! -o z_b -m comment --comment docker-egress:z_b -j SNAT --to-source 192.0.2.12',
+			'-A DOCKER-EGRESS -s 172.18.0.0/16 ! -o z_a -m comment --comment "docker-egress:z_a-id-01234 z_a" -j SNAT --to-source 192.0.2.11',
+			'-A DOCKER-EGRESS -s 172.19.0.0/16 ! -o z_b -m comment --comment "docker-egress:z_b-id-01234 z_b" -j SNAT --to-source 192.0.2.12',
 			'-I POSTROUTING 1 -j DOCKER-EGRESS',
 			'COMMIT',
 			'',
@@ -56,8 +56,8 @@ const inPlace = [
 	':DOCKER-EGRESS - [0:0]',
 	'-A POSTROUTING -j DOCKER-EGRESS',
 	'-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE',
-	'-A DOCKER-EGRESS -s 172.18.0.0/16 ! -o z_a -m comment --comment "docker-egress:z_a" -j SNAT --to-source 192.0.2.11',
-	'-A DOCKER-EGRESS -s 172.19.0.0/16 ! -o z_b -m comment --comment "docker-egress:z_b" -j SNAT --to-source 192.0.2.12',
+	'-A DOCKER-EGRESS -s 172.18.0.0/16 ! -o z_a -m comment --comment "docker-egress:z_a-id-01234 z_a" -j SNAT --to-source 192.0.2.11',
+	'-A DOCKER-EGRESS -s 172.19.0.0/16 ! -o z_b -m comment --comment "docker-egress:z_b-id-01234 z_b" -j SNAT --to-source 192.0.2.12',
 	'COMMIT',
 ].join('\n');
 
@@ -76,6 +76,36 @@ test('a deleted rule is added back; a rule of a vanished network is removed', (t
 	t.deepEqual(plan.removed.map((r) => r.network), ['z_gone']);
 	t.deepEqual(plan.unchanged.map((r) => r.network), ['z_a']);
 	t.false(plan.jumpRepair);
+});
+
+test('rules are tagged by short network ID; a rule tagged by name (before IDs) is ours and is rewritten once', (t) => {
+	const byName = inPlace.replaceAll(/docker-egress:(z_[ab])-id-01234 z_[ab]/g, 'docker-egress:$1');
+	const state = parseNatState(byName);
+	t.deepEqual(state.foreign, [], 'name-tagged rules are still ours');
+	const plan = planSync(state, desiredRules(twoNetworks));
+	t.deepEqual(plan.removed.map((r) => r.network), ['z_a', 'z_b']);
+	t.deepEqual(plan.added.map((r) => r.network), ['z_a', 'z_b'], 'added under their names, for the report');
+	t.regex(renderRestore(plan), /--comment "docker-egress:z_a-id-01234 z_a" /);
+	t.false(planSync(parseNatState(renderRestore(plan).replace('*nat', byName.split('*nat')[0] + '*nat')), desiredRules(twoNetworks)).added.length > 0);
+});
+
+test('a 248-character name converges: the rule reads back as ours whatever the name length', (t) => {
+	const long = `z_${'c'.repeat(246)}`;
+	const networks = egressNetworks([network(long, '10.92.0.0/24', '192.0.2.12', { id: 'f'.repeat(64), options: { 'com.docker.network.bridge.name': 'br-long', 'com.docker.network.bridge.enable_ip_masquerade': 'false' } })], host);
+	const first = planSync(parseNatState('*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n'), desiredRules(networks));
+	const restored = renderRestore(first).replace('*nat\n', '*nat\n:POSTROUTING ACCEPT [0:0]\n').replace('-I POSTROUTING 1 -j DOCKER-EGRESS', '-A POSTROUTING -j DOCKER-EGRESS');
+	const again = planSync(parseNatState(restored), desiredRules(networks));
+	t.false(again.changed, restored);
+	t.deepEqual(again.unchanged.map((r) => r.network), [long]);
+	t.true(isRuleActive(networks[0]!, parseNatState(restored)));
+	const [rule] = parseNatState(restored).rules;
+	t.is(`docker-egress:${rule!.id} ${rule!.network}`.length, 255, 'the comment keeps as much of the name as fits');
+	t.is(rule!.id, 'ffffffffffff');
+});
+
+test('a rule of a network that is gone is reported by the name its comment holds', (t) => {
+	const gone = inPlace.replace(/^-A DOCKER-EGRESS -s 172.19.*$/m, '-A DOCKER-EGRESS -s 172.20.0.0/16 ! -o z_gone -m comment --comment "docker-egress:0123456789ab z_gone" -j SNAT --to-source 192.0.2.11');
+	t.deepEqual(planSync(parseNatState(gone), desiredRules([twoNetworks[0]!])).removed, [{ network: 'z_gone', id: '0123456789ab', subnet: '172.20.0.0/16', bridge: 'z_gone', sourceIp: '192.0.2.11' }]);
 });
 
 test('a duplicated jump is deleted by its exact text, never by position, and put back on top', (t) => {

@@ -94,7 +94,7 @@ test.serial('a rule deleted by hand shows as missing; inspect shows the exact ru
 	t.deepEqual(
 		view!['Rules'],
 		firewallBackend() === 'iptables'
-			? [`-A DOCKER-EGRESS -s ${subnet} ! -o z_custom_a -m comment --comment docker-egress:z_custom_a -j SNAT --to-source 192.0.2.11`]
+			? [`-A DOCKER-EGRESS -s ${subnet} ! -o z_custom_a -m comment --comment "docker-egress:${String(view!['ID']).slice(0, 12)} z_custom_a" -j SNAT --to-source 192.0.2.11`]
 			: [`element ip docker-egress network_source { ${subnet} : 192.0.2.11 }`, `element ip docker-egress network_bridge { ${subnet} . "z_custom_a" }`],
 	);
 	t.is(view!['FirewallBackend'], firewallBackend());

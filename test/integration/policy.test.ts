@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import anyTest, { type ExecutionContext } from 'ava';
 import { PRIMARY_ADDRESS, useSandbox, type Run, type Sandbox } from '../helpers/sandbox.js';
-import { egressRules, eventually, firewallSnapshot, ruleFor, rulesOf, sleep, waitForNoRule, waitForRule } from './firewall.js';
+import { egressRules, eventually, firewallSnapshot, flushEgressRules, ruleFor, rulesOf, sleep, waitForNoRule, waitForRule } from './firewall.js';
 
 const { test, sandbox } = useSandbox(anyTest);
 
@@ -338,6 +338,57 @@ test.serial('a truncated or corrupt policies.json: ls, sync, set, unset and watc
 		t.is(await firewallSnapshot(sb), nat, `${kind} file: rules unchanged (a corrupt file is not an empty policy set)`);
 	}
 	t.is(await sb.probe(net.name), net.ip, 'the policy network kept its rule throughout');
+});
+
+test.serial('a corrupt or ill-typed policies.json costs only the policies: sync serves the labelled networks, keeps the policy rules it finds, and fails with one line; ls lists and fails', async (t) => {
+	t.timeout(180_000);
+	const sb = sandbox();
+	const dir = join(sb.dir, 'state-partial');
+	const policy = { name: 'z_pp', subnet: '10.60.7.0/24', ip: '192.0.2.13' };
+	const labelled = { name: 'z_pl', subnet: '10.60.8.0/24', ip: '192.0.2.12' };
+	await plainNetwork(sb, policy.name, policy.subnet);
+	t.is((await egress(sb, ['set', policy.name, '--source-ip', policy.ip, ...sd(dir)], { dir })).exitCode, 0);
+	t.is((await egress(sb, ['create', labelled.name, '--source-ip', labelled.ip, '--subnet', labelled.subnet], { dir })).exitCode, 0);
+	const valid = readFileSync(policiesFile(dir));
+	t.teardown(async () => {
+		writeFileSync(policiesFile(dir), valid);
+		await egress(sb, ['unset', policy.name, ...sd(dir)], { dir });
+		await egress(sb, ['rm', labelled.name], { dir });
+		await sb.docker(['network', 'rm', policy.name], { reject: false });
+	});
+
+	const broken: Array<[string, string, RegExp]> = [
+		['truncated', valid.toString('latin1').slice(0, 20), /policies\.json is corrupt/],
+		['ill-typed via', JSON.stringify({ version: 1, policies: { [policy.name]: { sourceIp: policy.ip, via: 5 } } }), /policies\.json is corrupt \(policy z_pp: "via" is 5, not a string\)/],
+	];
+	for (const [kind, text, message] of broken) {
+		writeFileSync(policiesFile(dir), text);
+		// The policy network's rule is there: a sync that cannot read the policies keeps it.
+		const kept = await egress(sb, ['sync', ...sd(dir)], { dir });
+		t.not(kept.exitCode, 0, `${kind}: sync exit status`);
+		t.regex(kept.stderr, message, kind);
+		t.is(kept.stderr.trim().split('\n').length, 1, `${kind}: one line, got:\n${kept.stderr}`);
+		t.regex(kept.stdout, /\(nothing to change\)/, `${kind}: nothing removed`);
+		t.is(await sb.probe(policy.name), policy.ip, `${kind}: the policy network kept its rule`);
+
+		// Rules flushed: the labelled network gets its rule back all the same.
+		await flushEgressRules(sb);
+		const healed = await egress(sb, ['sync', ...sd(dir)], { dir });
+		t.not(healed.exitCode, 0, `${kind}: sync exit status`);
+		t.regex(healed.stderr, message, kind);
+		t.regex(healed.stdout, /^added\s+z_pl\s+10\.60\.8\.0\/24 -> 192\.0\.2\.12/m, kind);
+		t.is(await sb.probe(labelled.name), labelled.ip, `${kind}: the labelled network egresses from its address`);
+
+		const ls = await egress(sb, ['ls', '--format', '{{.Name}} {{.Status}}', ...sd(dir)], { dir });
+		t.not(ls.exitCode, 0, `${kind}: ls exit status`);
+		t.regex(ls.stdout, /^z_pl active$/m, kind);
+		t.regex(ls.stderr, message, kind);
+
+		// The file is good again: the policy network is served again.
+		writeFileSync(policiesFile(dir), valid);
+		t.is((await egress(sb, ['sync', ...sd(dir)], { dir })).exitCode, 0);
+		t.is(await sb.probe(policy.name), policy.ip, `${kind}: the policy network is served again`);
+	}
 });
 
 test.serial('set with a source IP that is not usable is refused with one line and writes nothing', async (t) => {
