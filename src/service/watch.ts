@@ -230,6 +230,10 @@ export class Watcher {
 			this.report(result.plan, trigger, result.applied);
 			this.reportRouting(result.routingCommands, trigger, result.applied);
 			this.reportSkipped(result);
+			if (result.policyError) {
+				// Labelled networks and the last good policies were served all the same.
+				this.log.error('policies unreadable', { error: result.policyError.message, trigger });
+			}
 		} finally {
 			await lock.release();
 		}

@@ -186,6 +186,32 @@ test.serial('SIGHUP: watch keeps running, logs "reload", and applies a policy wr
 	t.truthy(watch.find('watch stopped')[0]);
 });
 
+test.serial('a policies.json that goes bad while watch runs: one "policies unreadable" line per reconcile; the labelled network and the last good policy are still served', async (t) => {
+	t.timeout(60_000);
+	const sb = sandbox();
+	const net = { name: 'z_df_bad', subnet: '10.71.3.0/24', ip: '192.0.2.12' };
+	await sb.docker(['network', 'create', '--opt', 'com.docker.network.bridge.enable_ip_masquerade=false', '--subnet', net.subnet, net.name]);
+	await mkdir(stateDir(sb), { recursive: true });
+	await writeFile(join(stateDir(sb), 'policies.json'), `${JSON.stringify({ version: 1, policies: { [net.name]: { sourceIp: net.ip } } })}\n`);
+	t.teardown(async () => {
+		await writeFile(join(stateDir(sb), 'policies.json'), '{"version":1,"policies":{}}\n');
+		await sb.docker(['network', 'rm', net.name], { reject: false });
+	});
+	const watch = await startWatch(t, sb, { interval: '0.5' });
+	await waitForRule(sb, net.subnet, net.ip, 5_000);
+	await writeFile(join(stateDir(sb), 'policies.json'), '{"version":1,"policies":{');
+	watch.proc.kill('SIGHUP');
+	const line = await watch.waitFor('policies unreadable', {}, 5_000);
+	t.is(line.level, 'error');
+	// A flush: both come back, the labelled network from its label, the policy network from the
+	// policies last read well.
+	await flushEgressRules(sb);
+	await waitForRule(sb, KEEP.subnet, KEEP.ip, 5_000);
+	await waitForRule(sb, net.subnet, net.ip, 5_000);
+	t.is(await sb.probe(net.name), net.ip);
+	t.true(watch.running);
+});
+
 test.serial('a closed log pipe (watch 2>&1 | head -1): watch keeps running and keeps repairing', async (t) => {
 	t.timeout(60_000);
 	const sb = sandbox();
