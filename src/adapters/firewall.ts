@@ -2,6 +2,7 @@
 // A backend reads what the kernel holds of ours (and what runs before it), plans the change to
 // the desired rules as plain values, applies a plan in one transaction per tool, and judges one
 // network's rules: active, missing, or shadowed by something that NATs its traffic first.
+import type { DropRule } from '../core/drops.js';
 import type { SnatRule } from '../core/rules.js';
 import type { ForeignChain } from '../core/shadow.js';
 import { CommandError, reason, UsageError } from '../errors.js';
@@ -13,8 +14,8 @@ export type BackendName = 'nftables' | 'iptables';
 export const backendNames: readonly BackendName[] = ['nftables', 'iptables'];
 export const BACKEND_ENV = 'DOCKER_EGRESS_FIREWALL_BACKEND';
 
-/** The rules every egress network asks for, per family. */
-export type Desired = { ipv4: SnatRule[]; ipv6: SnatRule[] };
+/** The rules every egress network asks for, per family, and the drops of those that fail closed (both families). */
+export type Desired = { ipv4: SnatRule[]; ipv6: SnatRule[]; drops: DropRule[] };
 
 /** One transaction: a command and the input it reads (iptables-restore or nft -f text). */
 export type Step = { command: string[]; input: string };
@@ -52,8 +53,10 @@ export interface FirewallBackend {
 	apply(plan: FirewallPlan): Promise<void>;
 	/** The state of the rules of one network (both families). */
 	check(state: FirewallState, rules: SnatRule[], dockerBridges: ReadonlySet<string>): RuleCheck;
-	/** The exact rule text that serves each rule, as `inspect` shows it. */
-	ruleTexts(rules: SnatRule[]): string[];
+	/** Why the drops of a network that fails closed do not hold, or undefined when they do. */
+	checkDrops(state: FirewallState, drops: DropRule[]): string | undefined;
+	/** The exact rule text that serves each rule (and each drop), as `inspect` shows it. */
+	ruleTexts(rules: SnatRule[], drops?: DropRule[]): string[];
 }
 
 /** The backend asked for: the --firewall-backend flag, then $DOCKER_EGRESS_FIREWALL_BACKEND, else auto. */

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { nftFamilies, NFT_TABLE, renderNft, type NftFamily } from '../core/nft.js';
 import { CHAIN, jumpShadow, parseNatState, planSync, renderRestore, ruleKey, ruleText, type NatState, type SnatRule } from '../core/rules.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
+import { dropText, filterDropsMissing, parseFilterState, planFilterSteps, type DropRule, type FilterState } from '../core/drops.js';
 import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
 import { debug } from '../log.js';
 import { runCommand, runTransactions } from './run.js';
@@ -57,6 +58,11 @@ export class Firewall {
 		return parseNatState(await readSave(this.flavour, family));
 	}
 
+	/** Our filter chain (fail-closed drops) and its jump. */
+	async readFilter(family: Family = 'ipv4'): Promise<FilterState> {
+		return parseFilterState(await readSave(this.flavour, family, 'filter'));
+	}
+
 	/** The command line that applies restore input (shown by --dry-run). */
 	restoreCommand(family: Family = 'ipv4'): string[] {
 		return [`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${this.flavour}-restore`, '-w', '--noflush'];
@@ -77,14 +83,17 @@ function legacyTablesInUse(): boolean {
 	}
 }
 
-async function readSave(flavour: Flavour, family: Family = 'ipv4'): Promise<string> {
-	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, ['-t', 'nat']);
+async function readSave(flavour: Flavour, family: Family = 'ipv4', table: 'nat' | 'filter' = 'nat'): Promise<string> {
+	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, ['-t', table]);
 }
 
 type IptablesState = FirewallState & {
 	backend: 'iptables';
 	nat: NatState;
 	nat6: NatState;
+	/** The filter table's fail-closed chain, per family. */
+	filter: FilterState;
+	filter6: FilterState;
 	/** Why ip6tables could not be read (an error only where a network egresses over IPv6). */
 	nat6Error?: Error;
 	/** Our nftables tables, when asked for (leftovers of the nftables backend). */
@@ -114,7 +123,7 @@ export class IptablesBackend implements FirewallBackend {
 		// where nft is missing, nothing but iptables can be there.
 		const chains = nftJson(['list', 'chains']).catch(() => undefined);
 		let nat6Error: Error | undefined;
-		const [nat, nat6, chainsText] = await Promise.all([
+		const [nat, nat6, filter, filter6, chainsText] = await Promise.all([
 			this.firewall.readNat(),
 			options.ipv6
 				? this.firewall.readNat('ipv6').catch((error: unknown) => {
@@ -123,6 +132,8 @@ export class IptablesBackend implements FirewallBackend {
 						return parseNatState('');
 					})
 				: parseNatState(''),
+			this.firewall.readFilter(),
+			options.ipv6 ? this.firewall.readFilter('ipv6').catch(() => parseFilterState('')) : parseFilterState(''),
 			chains,
 		]);
 		const all = parseChains(chainsText ?? []);
@@ -132,12 +143,13 @@ export class IptablesBackend implements FirewallBackend {
 		const isOurs = (chain: { family: string; table: string }) => this.firewall.flavour === 'nft' && chain.table === 'nat' && (chain.family === 'ip' || chain.family === 'ip6');
 		const foreign = await readForeignChains(all, IPTABLES_NAT_PRIORITY, isOurs);
 		const nftTables = options.leftovers ? nftFamilies.filter((family) => all.some((chain) => chain.family === family && chain.table === NFT_TABLE)) : undefined;
-		return { backend: 'iptables', foreign, nat, nat6, ...(nat6Error ? { nat6Error } : {}), ...(nftTables ? { nftTables } : {}) };
+		return { backend: 'iptables', foreign, nat, nat6, filter, filter6, ...(nat6Error ? { nat6Error } : {}), ...(nftTables ? { nftTables } : {}) };
 	}
 
 	plan(state: FirewallState, desired: Desired, dockerBridges: ReadonlySet<string>): FirewallPlan {
-		const { nat, nat6, nftTables, nat6Error } = state as IptablesState;
-		if (nat6Error && desired.ipv6.length > 0) {
+		const { nat, nat6, filter, filter6, nftTables, nat6Error } = state as IptablesState;
+		const drops6 = desired.drops.filter((rule) => rule.subnet.includes(':'));
+		if (nat6Error && (desired.ipv6.length > 0 || drops6.length > 0)) {
 			throw nat6Error; // IPv6 egress needs ip6tables
 		}
 
@@ -154,6 +166,26 @@ export class IptablesBackend implements FirewallBackend {
 
 			if (plan.changed) {
 				steps.push({ command: this.firewall.restoreCommand(family), input: renderRestore(plan) });
+			}
+		}
+
+		// Fail closed: new drops go in before the nat change, drops that go are removed after it, so a
+		// network is never without both its SNAT rule and its drop.
+		const filters = [
+			['ipv4', filter, planFilterSteps(filter, desired.drops.filter((rule) => !rule.subnet.includes(':')), dockerBridges)],
+			['ipv6', filter6, planFilterSteps(filter6, drops6, dockerBridges)],
+		] as const;
+		for (const [family, actual, { before, after }] of filters) {
+			if (before) {
+				steps.unshift({ command: this.firewall.restoreCommand(family), input: before.input });
+			}
+
+			if (after) {
+				steps.push({ command: this.firewall.restoreCommand(family), input: after.input });
+			}
+
+			if (before?.jumpRepair && actual.chainExists) {
+				notes.push(`repaired jump to ${CHAIN} at the top of ${family === 'ipv4' ? 'iptables' : 'ip6tables'} filter ${actual.parent}`);
 			}
 		}
 
@@ -205,8 +237,16 @@ export class IptablesBackend implements FirewallBackend {
 		return { status: 'active' };
 	}
 
-	ruleTexts(rules: SnatRule[]): string[] {
-		return rules.map((rule) => ruleText(rule));
+	checkDrops(state: FirewallState, drops: DropRule[]): string | undefined {
+		const { filter, filter6 } = state as IptablesState;
+		return (
+			filterDropsMissing(filter, drops.filter((rule) => !rule.subnet.includes(':')), 'iptables') ??
+			filterDropsMissing(filter6, drops.filter((rule) => rule.subnet.includes(':')), 'ip6tables')
+		);
+	}
+
+	ruleTexts(rules: SnatRule[], drops: DropRule[] = []): string[] {
+		return [...rules.map((rule) => ruleText(rule)), ...drops.map((rule) => `-t filter ${dropText(rule)}`)];
 	}
 }
 

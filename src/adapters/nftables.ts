@@ -2,7 +2,8 @@
 // read back as JSON (`nft -j`), replaced in one `nft -f` transaction. It reads other tables only to
 // learn what runs before our chain, and never changes them. On a host that ran the iptables
 // backend before, a plan also removes that backend's chain and jump (iptables-restore).
-import { absentTable, NFT_CHAIN, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
+import { absentTable, NFT_BLOCKED_SET, NFT_CHAIN, nftDropText, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
+import { parseFilterState, planFilter, type DropRule, type FilterState } from '../core/drops.js';
 import { parseNatState, renderRemoval, type NatState, type SnatRule } from '../core/rules.js';
 import { canonicalIpv6 } from '../core/address.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
@@ -14,7 +15,7 @@ type NftState = FirewallState & {
 	backend: 'nftables';
 	tables: Record<NftFamily, NftTableState>;
 	/** The iptables backend's chain and jumps, when asked for (leftovers), per family. */
-	iptables?: { flavour: Firewall; nat: NatState; nat6: NatState };
+	iptables?: { flavour: Firewall; nat: NatState; nat6: NatState; filter: FilterState; filter6: FilterState };
 };
 
 export class NftablesBackend implements FirewallBackend {
@@ -67,7 +68,8 @@ export class NftablesBackend implements FirewallBackend {
 		this.version ||= versionOf(await chainsText);
 		const foreign = await readForeignChains(chains, NFT_PRIORITY, (chain) => chain.table === NFT_TABLE && (chain.family === 'ip' || chain.family === 'ip6'));
 		const iptables = await leftovers;
-		this.noLeftovers ||= iptables !== undefined && !renderRemoval(iptables.nat) && !renderRemoval(iptables.nat6);
+		this.noLeftovers ||=
+			iptables !== undefined && !renderRemoval(iptables.nat) && !renderRemoval(iptables.nat6) && !planFilter(iptables.filter, [], new Set()).changed && !planFilter(iptables.filter6, [], new Set()).changed;
 		return {
 			backend: 'nftables',
 			foreign,
@@ -76,9 +78,10 @@ export class NftablesBackend implements FirewallBackend {
 		};
 	}
 
-	plan(state: FirewallState, desired: Desired, _dockerBridges: ReadonlySet<string>): FirewallPlan {
+	plan(state: FirewallState, desired: Desired, dockerBridges: ReadonlySet<string>): FirewallPlan {
 		const { tables, iptables } = state as NftState;
 		const wanted = [...desired.ipv4, ...desired.ipv6];
+		const drops = desired.drops;
 		// A damaged table serves nothing we can vouch for: its elements count as absent (added again).
 		const actual = nftRules(Object.fromEntries(nftFamilies.filter((family) => tables[family].intact).map((family) => [family, tables[family]])));
 		const actualKeys = new Set(actual.map((rule) => elementKey(rule)));
@@ -88,19 +91,20 @@ export class NftablesBackend implements FirewallBackend {
 		const removed = actual.filter((rule) => !wantedKeys.has(elementKey(rule)));
 		const notes: string[] = [];
 		const families = nftFamilies.filter((family) => {
-			const want = wanted.some((rule) => familyOf(rule) === family);
+			const blocked = drops.filter((rule) => familyOf(rule) === family);
+			const want = wanted.some((rule) => familyOf(rule) === family) || blocked.length > 0;
 			const table = tables[family];
 			const damaged = table.exists && !table.intact;
 			if (damaged && want) {
 				notes.push(`rebuilt table ${family} ${NFT_TABLE} (${table.damage.join('; ')})`);
 			}
 
-			return (want && (!table.exists || damaged)) || (!want && table.exists) || familyChanged(family, added, removed);
+			return (want && (!table.exists || damaged)) || (!want && table.exists) || familyChanged(family, added, removed) || dropsChanged(table, blocked, dockerBridges);
 		});
 		const steps: Step[] = [];
 		if (families.length > 0) {
 			const present = Object.fromEntries(nftFamilies.map((family) => [family, tables[family].exists]));
-			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present) });
+			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present, drops, dockerBridges) });
 		}
 
 		if (iptables) {
@@ -109,6 +113,12 @@ export class NftablesBackend implements FirewallBackend {
 				if (input) {
 					steps.push({ command: iptables.flavour.restoreCommand(family), input });
 					notes.push(`removed the iptables backend's ${family === 'ipv4' ? 'iptables' : 'ip6tables'} chain and jump (moved to nftables)`);
+				}
+
+				const filterRemoval = planFilter(family === 'ipv4' ? iptables.filter : iptables.filter6, [], dockerBridges);
+				if (filterRemoval.changed) {
+					steps.push({ command: iptables.flavour.restoreCommand(family), input: filterRemoval.input });
+					notes.push(`removed the iptables backend's ${family === 'ipv4' ? 'iptables' : 'ip6tables'} filter chain and jump (moved to nftables)`);
 				}
 			}
 		}
@@ -151,12 +161,39 @@ export class NftablesBackend implements FirewallBackend {
 		return { status: 'active' };
 	}
 
-	ruleTexts(rules: SnatRule[]): string[] {
-		return rules.flatMap((rule) => nftRuleText(rule));
+	checkDrops(state: FirewallState, drops: DropRule[]): string | undefined {
+		const { tables } = state as NftState;
+		for (const rule of drops) {
+			const table = tables[familyOf(rule)];
+			if (!table.exists || !table.intact) {
+				return `table ${familyOf(rule)} ${NFT_TABLE} ${table.exists ? `was changed: ${table.damage.join('; ')}` : 'does not exist'}`;
+			}
+
+			if (!table.blocked.some((entry) => entry.subnet === rule.subnet)) {
+				return `${rule.subnet} is not in set ${NFT_BLOCKED_SET}`;
+			}
+		}
+
+		return undefined;
+	}
+
+	ruleTexts(rules: SnatRule[], drops: DropRule[] = []): string[] {
+		return [...rules.flatMap((rule) => nftRuleText(rule)), ...drops.map((rule) => nftDropText(rule))];
 	}
 }
 
-function familyOf(rule: SnatRule): NftFamily {
+/** The table's drops (or the bridges they exempt) are not what is wanted. */
+function dropsChanged(table: NftTableState, drops: DropRule[], dockerBridges: ReadonlySet<string>): boolean {
+	const have = new Set(table.blocked.map((entry) => entry.subnet));
+	if (drops.length !== table.blocked.length || drops.some((rule) => !have.has(rule.subnet))) {
+		return true;
+	}
+
+	// The exempted bridges matter only while something is blocked.
+	return drops.length > 0 && (table.bridges.length !== dockerBridges.size || table.bridges.some((bridge) => !dockerBridges.has(bridge)));
+}
+
+function familyOf(rule: { subnet: string }): NftFamily {
 	return rule.subnet.includes(':') ? 'ip6' : 'ip';
 }
 
@@ -179,11 +216,17 @@ async function readTable(family: NftFamily): Promise<NftTableState> {
 }
 
 /** What the iptables backend left: its chain and jumps, both families (unreadable: none). */
-async function readIptablesLeftovers(): Promise<{ flavour: Firewall; nat: NatState; nat6: NatState }> {
+async function readIptablesLeftovers(): Promise<{ flavour: Firewall; nat: NatState; nat6: NatState; filter: FilterState; filter6: FilterState }> {
 	const firewall = await Firewall.detect();
 	const empty = () => parseNatState('');
-	const [nat, nat6] = await Promise.all([firewall.readNat().catch(empty), firewall.readNat('ipv6').catch(empty)]);
-	return { flavour: firewall, nat, nat6 };
+	const none = () => parseFilterState('');
+	const [nat, nat6, filter, filter6] = await Promise.all([
+		firewall.readNat().catch(empty),
+		firewall.readNat('ipv6').catch(empty),
+		firewall.readFilter().catch(none),
+		firewall.readFilter('ipv6').catch(none),
+	]);
+	return { flavour: firewall, nat, nat6, filter, filter6 };
 }
 
 function versionOf(items: NftItems): string {

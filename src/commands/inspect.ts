@@ -60,7 +60,7 @@ export function inspectObject(view: EgressView): Record<string, unknown> {
 		...(network.uplink6 ? { Uplink6: { Interface: network.uplink6.interface, Gateway: network.uplink6.gateway, Table: network.uplink6.table } } : {}),
 		Uplink: network.uplink ? { Interface: network.uplink.interface, Gateway: network.uplink.gateway, Table: network.uplink.table, RpFilter: view.rpFilter ?? null } : null,
 		Status: view.status,
-		...(view.statusReason && !network.problem ? { StatusReason: view.statusReason } : {}),
+		...(view.statusReason && (!network.problem || network.blocked) ? { StatusReason: view.statusReason } : {}),
 		...(network.problem ? { Problem: network.problem } : {}),
 		FirewallBackend: view.backend || null,
 		Rules: view.rules,

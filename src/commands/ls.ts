@@ -54,7 +54,7 @@ export async function runLs(options: LsOptions, context: Context): Promise<void>
 
 	for (const view of views) {
 		if (view.network.problem) {
-			warn(`network ${view.network.name} is invalid: ${view.network.problem}`);
+			warn(`network ${view.network.name} is ${view.status}: ${view.statusReason ?? view.network.problem}`);
 		} else if (view.status === 'shadowed') {
 			warn(`network ${view.network.name} is ${view.statusReason ?? 'shadowed'}`);
 		} else if (view.status === 'missing') {

@@ -51,7 +51,7 @@ export async function runSync(options: SyncOptions, context: Context): Promise<v
 export function reportInvalid(result: SyncResult): void {
 	for (const network of result.networks) {
 		if (network.problem) {
-			warn(`network ${network.name} skipped: ${network.problem}`);
+			warn(`network ${network.name} ${network.blocked ? 'fails closed (its outbound traffic is dropped)' : 'skipped'}: ${network.problem}`);
 		}
 	}
 }

@@ -61,7 +61,29 @@ export type EgressNetwork = {
 	uplink6?: { interface: string; table: number; gateway: string; connected: string };
 	/** Why no rule can be made for it; undefined when the network is valid. */
 	problem?: string;
+	/**
+	 * Fail closed: set when the problem is its source address (not on the host now, unusable, of the
+	 * wrong family, no way out): the families whose outbound traffic is dropped until it can be
+	 * served. A problem without it (not a bridge, overlapping subnets) leaves the network alone.
+	 */
+	blocked?: { ipv4: boolean; ipv6: boolean };
+	/** The only source problem is that the address is not on the host now: status `source-missing`. */
+	sourceMissing?: boolean;
 };
+
+/** Whether the network's traffic of this family is served by an SNAT rule. */
+export function servesFamily(network: EgressNetwork, family: 'ipv4' | 'ipv6'): boolean {
+	if (family === 'ipv6' && network.sourceIpv6 === undefined) {
+		return false;
+	}
+
+	return network.problem === undefined || (network.blocked !== undefined && !network.blocked[family]);
+}
+
+/** Whether the network's outbound traffic of this family is dropped (fail closed). */
+export function blocksFamily(network: EgressNetwork, family: 'ipv4' | 'ipv6'): boolean {
+	return network.problem !== undefined && network.blocked?.[family] === true;
+}
 
 export function bridgeName(network: Pick<DockerNetwork, 'id' | 'options'>): string {
 	return network.options[BRIDGE_NAME_OPTION] ?? `br-${network.id.slice(0, 12)}`;
@@ -91,8 +113,9 @@ export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAdd
 			.filter((network) => isEgressNetwork(network) || byName.has(network.name))
 			.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name)))
 			.map((network) => {
-				const problem = network.problem || !hostAddresses || !hostRoutes ? undefined : hostOverlapProblem(network, { addresses: hostAddresses, routes: hostRoutes }, bridges);
-				return problem ? { ...network, problem } : network;
+				const structural = network.problem !== undefined && network.blocked === undefined;
+				const problem = structural || !hostAddresses || !hostRoutes ? undefined : hostOverlapProblem(network, { addresses: hostAddresses, routes: hostRoutes }, bridges);
+				return problem ? withoutBlock({ ...network, problem }) : network;
 			})
 			.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
 	);
@@ -157,7 +180,7 @@ export function subnet6HostOverlap(subnet: Cidr6, addresses: HostAddress[], dock
 function withoutOverlaps(networks: EgressNetwork[]): EgressNetwork[] {
 	const taken: Array<{ network: string; subnet: string; range: { start: bigint; end: bigint } }> = [];
 	return networks.map((network) => {
-		if (network.problem) {
+		if (network.problem !== undefined && network.blocked === undefined) {
 			return network;
 		}
 
@@ -165,13 +188,19 @@ function withoutOverlaps(networks: EgressNetwork[]): EgressNetwork[] {
 		for (const { subnet, range } of mine) {
 			const other = taken.find((t) => t.range.start <= range.end && range.start <= t.range.end && subnet.includes(':') === t.subnet.includes(':'));
 			if (other) {
-				return { ...network, problem: `subnet ${subnet} overlaps ${other.subnet} of egress network ${other.network}` };
+				return withoutBlock({ ...network, problem: `subnet ${subnet} overlaps ${other.subnet} of egress network ${other.network}` });
 			}
 		}
 
 		taken.push(...mine.map((entry) => ({ network: network.name, ...entry })));
 		return network;
 	});
+}
+
+/** A structural problem replaces a source problem: nothing is written for the network then. */
+function withoutBlock(network: EgressNetwork): EgressNetwork {
+	const { blocked: _blocked, sourceMissing: _missing, ...rest } = network;
+	return rest;
 }
 
 function subnetRange(subnet: string): { start: bigint; end: bigint } {
@@ -215,11 +244,28 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 		egress.gateway6 = gateway6;
 	}
 
-	const problem = networkProblem(network, egress, hostAddresses);
-	return problem ? { ...egress, problem } : egress;
+	const structural = structuralProblem(network, egress);
+	if (structural) {
+		return { ...egress, problem: structural };
+	}
+
+	const ipv4 = sourceProblem4(egress, hostAddresses);
+	const ipv6 = sourceProblem6(egress, hostAddresses);
+	if (!ipv4 && !ipv6) {
+		return egress;
+	}
+
+	// Fail closed: the network's traffic of that family leaves from no address until its own is back.
+	return {
+		...egress,
+		problem: [ipv4?.text, ipv6?.text].filter((text) => text !== undefined).join('; '),
+		blocked: { ipv4: ipv4 !== undefined, ipv6: ipv6 !== undefined && egress.subnets6.length > 0 },
+		...((ipv4 === undefined || ipv4.missing) && (ipv6 === undefined || ipv6.missing) ? { sourceMissing: true } : {}),
+	};
 }
 
-function networkProblem(network: DockerNetwork, egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): string | undefined {
+/** What makes the network unservable whatever its source: nothing is written for it. */
+function structuralProblem(network: DockerNetwork, egress: EgressNetwork): string | undefined {
 	if (network.driver !== 'bridge') {
 		return `it is a ${network.driver} network; only bridge networks can have an egress source IP`;
 	}
@@ -230,36 +276,49 @@ function networkProblem(network: DockerNetwork, egress: EgressNetwork, hostAddre
 		return `its bridge name ${JSON.stringify(egress.bridge)} has characters other than letters, digits, '_', '.', '-' (or is longer than 15)`;
 	}
 
-	const sourceProblem = sourceIpProblem(egress.sourceIp, hostAddresses);
-	if (sourceProblem) {
-		const source = egress.via === 'label' ? `label ${SOURCE_IP_LABEL}=${JSON.stringify(egress.sourceIp)}` : `policy source IP ${JSON.stringify(egress.sourceIp)}`;
-		return `${source}: ${sourceProblem}`;
-	}
-
 	if (egress.subnets.length === 0) {
 		return 'it has no IPv4 subnet';
 	}
 
+	if (egress.sourceIpv6 !== undefined && egress.subnets6.length === 0) {
+		return 'it has an IPv6 source but no IPv6 subnet (create it with --ipv6 and an IPv6 subnet)';
+	}
+
+	return undefined;
+}
+
+type SourceProblem = { text: string; missing: boolean };
+
+function sourceProblem4(egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
+	const problem = sourceIpProblem(egress.sourceIp, hostAddresses);
+	if (problem) {
+		const source = egress.via === 'label' ? `label ${SOURCE_IP_LABEL}=${JSON.stringify(egress.sourceIp)}` : `policy source IP ${JSON.stringify(egress.sourceIp)}`;
+		return { text: `${source}: ${problem}`, missing: sourceIpProblem(egress.sourceIp, undefined) === undefined };
+	}
+
 	for (const subnet of egress.subnets) {
 		if (cidrContains(parseIpv4Cidr(subnet)!, egress.sourceIp)) {
-			return `source IP ${egress.sourceIp} is inside the network's own subnet ${subnet}`;
+			return { text: `source IP ${egress.sourceIp} is inside the network's own subnet ${subnet}`, missing: false };
 		}
 	}
 
-	if (egress.sourceIpv6 !== undefined) {
-		const problem6 = sourceIpv6Problem(egress.sourceIpv6, hostAddresses);
-		if (problem6) {
-			return `${egress.via === 'label' ? `label ${SOURCE_IPV6_LABEL}` : 'policy source IPv6'}=${JSON.stringify(egress.sourceIpv6)}: ${problem6}`;
-		}
+	return undefined;
+}
 
-		if (egress.subnets6.length === 0) {
-			return 'it has an IPv6 source but no IPv6 subnet (create it with --ipv6 and an IPv6 subnet)';
-		}
+function sourceProblem6(egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
+	if (egress.sourceIpv6 === undefined) {
+		return undefined;
+	}
 
-		for (const subnet of egress.subnets6) {
-			if (cidr6Contains(parseIpv6Cidr(subnet)!, egress.sourceIpv6)) {
-				return `source IPv6 ${egress.sourceIpv6} is inside the network's own subnet ${subnet}`;
-			}
+	const problem = sourceIpv6Problem(egress.sourceIpv6, hostAddresses);
+	if (problem) {
+		const text = `${egress.via === 'label' ? `label ${SOURCE_IPV6_LABEL}` : 'policy source IPv6'}=${JSON.stringify(egress.sourceIpv6)}: ${problem}`;
+		return { text, missing: sourceIpv6Problem(egress.sourceIpv6, undefined) === undefined };
+	}
+
+	for (const subnet of egress.subnets6) {
+		if (cidr6Contains(parseIpv6Cidr(subnet)!, egress.sourceIpv6)) {
+			return { text: `source IPv6 ${egress.sourceIpv6} is inside the network's own subnet ${subnet}`, missing: false };
 		}
 	}
 

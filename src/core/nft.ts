@@ -10,12 +10,21 @@
 //       ip saddr . oifname @network_bridge return       # traffic that stays on the network's bridge
 //       snat ip to ip saddr map @network_source         # one lookup, however many networks
 //     }
+//     # only while some network fails closed (its source address cannot be served, core/drops.ts):
+//     set network_blocked { type ipv4_addr; flags interval; elements = { SUBNET comment "NAME", … } }
+//     set docker_bridges { type ifname; elements = { "BRIDGE", … } }   # every Docker bridge
+//     chain forward {
+//       type filter hook forward priority filter - 10; policy accept;
+//       oifname @docker_bridges return                  # to other containers: not egress
+//       ip saddr @network_blocked drop                  # leaves the host from no address at all
+//     }
 //   }
 //
 // The base chain runs before every NAT chain at `srcnat` (100): Docker's masquerade (iptables, legacy
 // or nft, and Docker 29's own `docker-bridges` tables), and anyone else's. The first NAT binding of a
 // connection wins, so our SNAT is the one that counts.
 import { canonicalIpv6 } from './address.js';
+import type { DropRule } from './drops.js';
 import type { SnatRule } from './rules.js';
 
 export const NFT_TABLE = 'docker-egress';
@@ -24,6 +33,11 @@ export const NFT_SOURCE_MAP = 'network_source';
 export const NFT_BRIDGE_SET = 'network_bridge';
 /** srcnat - 10: before every NAT chain registered at srcnat. */
 export const NFT_PRIORITY = 90;
+export const NFT_FORWARD_CHAIN = 'forward';
+export const NFT_BLOCKED_SET = 'network_blocked';
+export const NFT_BRIDGES_SET = 'docker_bridges';
+/** filter - 10: before Docker's filter chains (and anyone's at `filter`) accept the traffic; a drop is final anyway. */
+export const NFT_FORWARD_PRIORITY = -10;
 const TABLE_COMMENT = 'docker-egress: egress source addresses; managed by docker egress, do not edit';
 /** nft's limit for comments (NFT_USERDATA_MAXLEN is 256 bytes with its header): names are for people. */
 const COMMENT_MAX = 120;
@@ -39,26 +53,40 @@ export type NftTableState = {
 	exists: boolean;
 	/** The map's elements, joined with the bridge of the same subnet from the set. */
 	elements: NftElement[];
+	/** Subnets whose traffic is dropped (fail closed), with the network's name from the comment. */
+	blocked: Array<{ subnet: string; network?: string }>;
+	/** The Docker bridges the drop exempts. */
+	bridges: string[];
 	/** The table is exactly our layout (the chain, its hook and priority, the two rules, nothing else). */
 	intact: boolean;
 	/** What is not as we wrote it, for logs and sync reports. */
 	damage: string[];
 };
 
-export const absentTable: NftTableState = { exists: false, elements: [], intact: true, damage: [] };
+export const absentTable: NftTableState = { exists: false, elements: [], blocked: [], bridges: [], intact: true, damage: [] };
 
-function familyOf(rule: SnatRule): NftFamily {
+function familyOf(rule: { subnet: string }): NftFamily {
 	return rule.subnet.includes(':') ? 'ip6' : 'ip';
 }
 
-/** `nft -f` input that replaces our table of each family with one holding `rules` (or removes it). */
-export function renderNft(rules: SnatRule[], families: readonly NftFamily[] = nftFamilies, present: Partial<Record<NftFamily, boolean>> = {}): string {
+/**
+ * `nft -f` input that replaces our table of each family with one holding `rules` and `drops`
+ * (drops exempt traffic out through `bridges`), or removes it.
+ */
+export function renderNft(
+	rules: SnatRule[],
+	families: readonly NftFamily[] = nftFamilies,
+	present: Partial<Record<NftFamily, boolean>> = {},
+	drops: DropRule[] = [],
+	bridges: Iterable<string> = [],
+): string {
 	const lines: string[] = [];
 	for (const family of families) {
 		const mine = rules.filter((rule) => familyOf(rule) === family);
+		const blocked = drops.filter((rule) => familyOf(rule) === family);
 		// `table … {}` first: declaring a table that exists is a no-op, so the delete never fails and
 		// the whole file is one transaction (the moby nftables template).
-		if (mine.length === 0) {
+		if (mine.length === 0 && blocked.length === 0) {
 			if (present[family] !== false) {
 				lines.push(`table ${family} ${NFT_TABLE} {}`, `delete table ${family} ${NFT_TABLE}`);
 			}
@@ -66,35 +94,61 @@ export function renderNft(rules: SnatRule[], families: readonly NftFamily[] = nf
 			continue;
 		}
 
-		lines.push(`table ${family} ${NFT_TABLE} {}`, `delete table ${family} ${NFT_TABLE}`, ...tableText(family, mine));
+		lines.push(`table ${family} ${NFT_TABLE} {}`, `delete table ${family} ${NFT_TABLE}`, ...tableText(family, mine, blocked, [...bridges].sort()));
 	}
 
 	return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
-function tableText(family: NftFamily, rules: SnatRule[]): string[] {
+function tableText(family: NftFamily, rules: SnatRule[], drops: DropRule[], bridges: string[]): string[] {
 	const addr = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
 	const proto = family === 'ip' ? 'ip' : 'ip6';
+	const elements = (items: string[]) => (items.length === 0 ? [] : [`\t\telements = { ${items.join(', ')} }`]);
+	const failClosed =
+		drops.length === 0
+			? []
+			: [
+					`\tset ${NFT_BLOCKED_SET} {`,
+					`\t\ttype ${addr}`,
+					'\t\tflags interval',
+					...elements(drops.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))}`)),
+					'\t}',
+					`\tset ${NFT_BRIDGES_SET} {`,
+					'\t\ttype ifname',
+					...elements(bridges.map((bridge) => quote(bridge))),
+					'\t}',
+					`\tchain ${NFT_FORWARD_CHAIN} {`,
+					`\t\ttype filter hook forward priority filter - ${-NFT_FORWARD_PRIORITY}; policy accept;`,
+					`\t\toifname @${NFT_BRIDGES_SET} return`,
+					`\t\t${proto} saddr @${NFT_BLOCKED_SET} drop`,
+					'\t}',
+				];
 	return [
 		`table ${family} ${NFT_TABLE} {`,
 		`\tcomment ${quote(TABLE_COMMENT)}`,
 		`\tmap ${NFT_SOURCE_MAP} {`,
 		`\t\ttype ${addr} : ${addr}`,
 		'\t\tflags interval',
-		`\t\telements = { ${rules.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`).join(', ')} }`,
+		...elements(rules.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
 		'\t}',
 		`\tset ${NFT_BRIDGE_SET} {`,
 		`\t\ttype ${addr} . ifname`,
 		'\t\tflags interval',
-		`\t\telements = { ${rules.map((rule) => `${rule.subnet} . ${quote(rule.bridge)}`).join(', ')} }`,
+		...elements(rules.map((rule) => `${rule.subnet} . ${quote(rule.bridge)}`)),
 		'\t}',
 		`\tchain ${NFT_CHAIN} {`,
 		`\t\ttype nat hook postrouting priority srcnat - ${100 - NFT_PRIORITY}; policy accept;`,
 		`\t\t${proto} saddr . oifname @${NFT_BRIDGE_SET} return`,
 		`\t\tsnat ${proto} to ${proto} saddr map @${NFT_SOURCE_MAP}`,
 		'\t}',
+		...failClosed,
 		'}',
 	];
+}
+
+/** The statement that fails one subnet closed, as nft would take it (shown by `inspect`). */
+export function nftDropText(rule: DropRule): string {
+	return `element ${familyOf(rule)} ${NFT_TABLE} ${NFT_BLOCKED_SET} { ${rule.subnet} }`;
 }
 
 /** The statements that serve one rule, as nft would take them (shown by `inspect`). */
@@ -127,7 +181,12 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 	const sources = new Map<string, NftElement>();
 	const bridges = new Map<string, string>();
 	let chain: Json | undefined;
+	let forward: Json | undefined;
 	const rules: Json[] = [];
+	const forwardRules: Json[] = [];
+	const blocked: Array<{ subnet: string; network?: string }> = [];
+	let bridgeNames: string[] | undefined;
+	let blockedSet = false;
 	for (const item of items) {
 		const [kind, value] = Object.entries(item)[0] ?? [];
 		const object = value as Json;
@@ -157,10 +216,27 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 					bridges.set(subnet, concat[1]);
 				}
 			}
+		} else if (kind === 'set' && object['name'] === NFT_BLOCKED_SET) {
+			blockedSet = true;
+			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
+				const { value, comment: name } = elementValue(element);
+				const subnet = prefixText(value, family);
+				if (subnet === undefined) {
+					damage.push(`unreadable element in set ${NFT_BLOCKED_SET}: ${JSON.stringify(element)}`);
+				} else {
+					blocked.push({ subnet, ...(name === undefined ? {} : { network: name }) });
+				}
+			}
+		} else if (kind === 'set' && object['name'] === NFT_BRIDGES_SET) {
+			bridgeNames = ((object['elem'] as unknown[] | undefined) ?? []).filter((element): element is string => typeof element === 'string');
 		} else if (kind === 'chain' && object['name'] === NFT_CHAIN) {
 			chain = object;
+		} else if (kind === 'chain' && object['name'] === NFT_FORWARD_CHAIN) {
+			forward = object;
 		} else if (kind === 'rule' && object['chain'] === NFT_CHAIN) {
 			rules.push(object);
+		} else if (kind === 'rule' && object['chain'] === NFT_FORWARD_CHAIN) {
+			forwardRules.push(object);
 		} else {
 			damage.push(`${String(kind)} ${String(object['name'] ?? object['chain'] ?? '')} is not ours`.trim());
 		}
@@ -177,6 +253,19 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 		damage.push(`chain ${NFT_CHAIN} does not hold exactly our two rules (found: ${shapes.join(', ') || 'none'})`);
 	}
 
+	if (forward || blockedSet || bridgeNames) {
+		if (!forward || !blockedSet || !bridgeNames) {
+			damage.push(`the fail-closed layout is incomplete (chain ${NFT_FORWARD_CHAIN}, sets ${NFT_BLOCKED_SET} and ${NFT_BRIDGES_SET})`);
+		} else if (forward['type'] !== 'filter' || forward['hook'] !== 'forward' || forward['prio'] !== NFT_FORWARD_PRIORITY || forward['policy'] !== 'accept') {
+			damage.push(`chain ${NFT_FORWARD_CHAIN} is not a filter forward chain at priority ${NFT_FORWARD_PRIORITY}`);
+		}
+
+		const forwardShapes = forwardRules.map((rule) => forwardShape(rule['expr'] as Json[] | undefined, family));
+		if (forwardShapes.length !== 2 || forwardShapes[0] !== 'bridges-return' || forwardShapes[1] !== 'blocked-drop') {
+			damage.push(`chain ${NFT_FORWARD_CHAIN} does not hold exactly our two rules (found: ${forwardShapes.join(', ') || 'none'})`);
+		}
+	}
+
 	const elements = [...sources.values()].map((element) => {
 		const bridge = bridges.get(element.subnet);
 		return bridge === undefined ? element : { ...element, bridge };
@@ -187,7 +276,27 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 		}
 	}
 
-	return { exists: true, elements, intact: damage.length === 0, damage };
+	return { exists: true, elements, blocked, bridges: bridgeNames ?? [], intact: damage.length === 0, damage };
+}
+
+/** Which of the forward chain's two rules this is, by structure. */
+function forwardShape(expr: Json[] | undefined, family: NftFamily): string {
+	const statements = expr ?? [];
+	const match = statements[0]?.['match'] as Json | undefined;
+	const left = match?.['left'] as Json | undefined;
+	if (statements.length === 2 && match?.['op'] === '==') {
+		const meta = left?.['meta'] as Json | undefined;
+		if ('return' in statements[1]! && meta?.['key'] === 'oifname' && match['right'] === `@${NFT_BRIDGES_SET}`) {
+			return 'bridges-return';
+		}
+
+		const payload = left?.['payload'] as Json | undefined;
+		if ('drop' in statements[1]! && payload?.['protocol'] === (family === 'ip' ? 'ip' : 'ip6') && payload['field'] === 'saddr' && match['right'] === `@${NFT_BLOCKED_SET}`) {
+			return 'blocked-drop';
+		}
+	}
+
+	return `other rule ${JSON.stringify(statements).slice(0, 200)}`;
 }
 
 function elementValue(raw: unknown): { value: unknown; comment?: string } {

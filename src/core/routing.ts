@@ -4,7 +4,7 @@
 // through a table of our own that holds that uplink's real routes. Pure: facts come in as values.
 import { isIPv6 } from 'node:net';
 import { canonicalIpv6, cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr } from './address.js';
-import type { EgressNetwork, HostAddress } from './network.js';
+import { servesFamily, type EgressNetwork, type HostAddress } from './network.js';
 
 /** Routes and rules we own carry this protocol number (see /etc/iproute2/rt_protos). */
 export const ROUTE_PROTOCOL = 211;
@@ -78,23 +78,24 @@ export function uplinkFor(network: { sourceIp: string; gateway?: string }, facts
 	return { interface: address.interface, table: TABLE_BASE + link.index, gateway, connected: connectedText };
 }
 
-/** Gives each valid network its uplink, or a problem when it needs one that cannot be found. */
+/**
+ * Gives each served family of each network its uplink. A family whose uplink cannot be found
+ * cannot be served: it fails closed like a missing source address (its traffic is dropped).
+ */
 export function attachUplinks(networks: EgressNetwork[], facts: RoutingFacts): EgressNetwork[] {
 	return networks.map((network) => {
-		if (network.problem) {
-			return network;
-		}
-
 		let result = network;
-		const uplink = uplinkFor({ sourceIp: network.sourceIp, ...(network.gateway ? { gateway: network.gateway } : {}) }, facts);
-		if (uplink !== undefined) {
-			result = 'problem' in uplink ? { ...result, problem: uplink.problem } : { ...result, uplink };
+		if (servesFamily(network, 'ipv4')) {
+			const uplink = uplinkFor({ sourceIp: network.sourceIp, ...(network.gateway ? { gateway: network.gateway } : {}) }, facts);
+			if (uplink !== undefined) {
+				result = 'problem' in uplink ? blockFamily(result, 'ipv4', uplink.problem) : { ...result, uplink };
+			}
 		}
 
-		if (network.sourceIpv6 !== undefined && !result.problem) {
+		if (network.sourceIpv6 !== undefined && servesFamily(result, 'ipv6')) {
 			const uplink6 = uplinkFor({ sourceIp: network.sourceIpv6, ...(network.gateway6 ? { gateway: network.gateway6 } : {}) }, facts, 'ipv6');
 			if (uplink6 !== undefined) {
-				result = 'problem' in uplink6 ? { ...result, problem: uplink6.problem } : { ...result, uplink6 };
+				result = 'problem' in uplink6 ? blockFamily(result, 'ipv6', uplink6.problem) : { ...result, uplink6 };
 			}
 		}
 
@@ -102,14 +103,22 @@ export function attachUplinks(networks: EgressNetwork[], facts: RoutingFacts): E
 	});
 }
 
+function blockFamily(network: EgressNetwork, family: 'ipv4' | 'ipv6', problem: string): EgressNetwork {
+	const { sourceMissing: _missing, ...rest } = network;
+	return {
+		...rest,
+		problem: network.problem === undefined ? problem : `${network.problem}; ${problem}`,
+		blocked: { ...(network.blocked ?? { ipv4: false, ipv6: false }), [family]: true },
+	};
+}
+
 export type RoutingPlan = { rules: PolicyRule[]; routes: TableRoute[] };
 
 /** What the kernel should hold for these networks (after attachUplinks). */
 export function desiredRouting(networks: EgressNetwork[]): RoutingPlan {
-	const valid = networks.filter((network) => !network.problem);
 	const entries = [
-		...valid.flatMap((network) => (network.uplink ? [{ subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink, family: 'ipv4' as const }] : [])),
-		...valid.flatMap((network) =>
+		...networks.filter((network) => servesFamily(network, 'ipv4')).flatMap((network) => (network.uplink ? [{ subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink, family: 'ipv4' as const }] : [])),
+		...networks.filter((network) => servesFamily(network, 'ipv6')).flatMap((network) =>
 			network.uplink6 && network.sourceIpv6 ? [{ subnets: network.subnets6, sourceIp: network.sourceIpv6, uplink: network.uplink6, family: 'ipv6' as const }] : [],
 		),
 	];

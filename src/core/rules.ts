@@ -1,7 +1,7 @@
 // The firewall layout as plain values: the SNAT rules egress networks ask for, what the nat
 // table holds now (parsed from iptables-save), the plan between the two, and the
 // iptables-restore text that carries the plan out in one transaction.
-import type { EgressNetwork } from './network.js';
+import { servesFamily, type EgressNetwork } from './network.js';
 import { iptablesShadow } from './shadow.js';
 import { optionValue, tokenize } from './save-words.js';
 
@@ -27,7 +27,7 @@ export type SnatRule = {
  * What identifies the rule in its iptables comment: the short network ID, or for a rule tagged by
  * name by an older version, that name (still ours; it is rewritten once with the ID).
  */
-export function ruleTag(rule: SnatRule): string {
+export function ruleTag(rule: Pick<SnatRule, 'network' | 'id'>): string {
 	return rule.id === undefined ? rule.network : rule.id.slice(0, 12);
 }
 
@@ -38,7 +38,7 @@ const MAX_COMMENT = 255;
  * The comment: `docker-egress:<short ID> <name>`. The ID identifies the rule; the name, cut to
  * what fits, is for people (and names the network in a report once the network is gone).
  */
-export function ruleComment(rule: SnatRule): string {
+export function ruleComment(rule: Pick<SnatRule, 'network' | 'id'>): string {
 	if (rule.id === undefined) {
 		return `${COMMENT_PREFIX}${rule.network}`;
 	}
@@ -64,7 +64,7 @@ export function ruleKey(rule: SnatRule): string {
 /** One rule per subnet of every valid egress network, in a stable order (IPv6: for ip6tables). */
 export function desiredRules(networks: EgressNetwork[], family: 'ipv4' | 'ipv6' = 'ipv4'): SnatRule[] {
 	return networks
-		.filter((network) => !network.problem)
+		.filter((network) => servesFamily(network, family))
 		.flatMap((network) =>
 			family === 'ipv4'
 				? network.subnets.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
@@ -278,7 +278,7 @@ export function renderRemoval(actual: NatState): string {
 	return lines.join('\n');
 }
 
-function quote(word: string): string {
+export function quote(word: string): string {
 	return /^[\w.:/!+-]+$/.test(word) ? word : `"${word.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
 }
 

@@ -9,6 +9,7 @@ import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
+import { desiredDrops } from '../core/drops.js';
 import { desiredRules, ruleTag, type SnatRule } from '../core/rules.js';
 import type { StateFileError } from '../adapters/policy-store.js';
 import { debug } from '../log.js';
@@ -96,13 +97,13 @@ export async function reconcile(context: Context, options: ReconcileOptions = {}
 	for (let attempt = 1; ; attempt++) {
 		const state = await observe(context);
 		const networks = [...state.networks.filter((network) => !options.withoutNetworks?.includes(network.id)), ...(options.extraNetworks ?? [])];
-		const desired = { ipv4: desiredRules(networks), ipv6: desiredRules(networks, 'ipv6') };
+		const desired = { ipv4: desiredRules(networks), ipv6: desiredRules(networks, 'ipv6'), drops: [...desiredDrops(networks), ...desiredDrops(networks, 'ipv6')] };
 		let plan = backend.plan(state.firewall, desired, state.dockerBridges);
 		let routingDiff = diffRouting(state.routing, desiredRouting(networks));
 		if (!state.policiesKnown) {
 			const kept = keepUnknown(plan.removed, state);
 			if (kept.length > 0) {
-				plan = backend.plan(state.firewall, { ipv4: [...desired.ipv4, ...kept.filter((rule) => !rule.subnet.includes(':'))], ipv6: [...desired.ipv6, ...kept.filter((rule) => rule.subnet.includes(':'))] }, state.dockerBridges);
+				plan = backend.plan(state.firewall, { ...desired, ipv4: [...desired.ipv4, ...kept.filter((rule) => !rule.subnet.includes(':'))], ipv6: [...desired.ipv6, ...kept.filter((rule) => rule.subnet.includes(':'))] }, state.dockerBridges);
 			}
 
 			// Policy routing does not say whose it is: remove none of it while the policies are unknown.

@@ -6,6 +6,7 @@ import type { ContainerOnNetwork } from '../adapters/docker.js';
 import type { RuleCheck } from '../adapters/firewall.js';
 import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
 import { dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { rpFilter } from '../adapters/routing.js';
@@ -20,7 +21,7 @@ export class FirewallUnreadableError extends EgressError {
 	}
 }
 
-export type RuleStatus = 'active' | 'missing' | 'shadowed' | 'invalid' | 'unknown';
+export type RuleStatus = 'active' | 'missing' | 'shadowed' | 'invalid' | 'source-missing' | 'unknown';
 
 export type EgressView = {
 	network: EgressNetwork;
@@ -94,19 +95,50 @@ export async function listEgressViews(context: Context, select?: (network: Docke
 
 	const views = networks.map((network): EgressView => {
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
+		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
-		const status: RuleStatus = network.problem ? 'invalid' : !check || !routing ? 'unknown' : check.status !== 'active' ? check.status : isRoutingActive(network, routing) ? 'active' : 'missing';
-		const statusReason = network.problem ?? (firewallError ? firewallError.message : check?.status === 'shadowed' ? `shadowed by ${check.by}` : check?.status === 'missing' ? check.why : status === 'missing' ? 'policy routing is missing' : undefined);
+		const status: RuleStatus = network.problem
+			? network.sourceMissing
+				? 'source-missing'
+				: 'invalid'
+			: !check || !routing
+				? 'unknown'
+				: check.status !== 'active'
+					? check.status
+					: isRoutingActive(network, routing)
+						? 'active'
+						: 'missing';
+		const statusReason = network.problem
+			? `${network.problem}${failClosedText(network, drops, backend && firewall ? backend.checkDrops(firewall, drops) : firewallError?.message ?? 'the firewall is not on this host')}`
+			: firewallError
+				? firewallError.message
+				: check?.status === 'shadowed'
+					? `shadowed by ${check.by}`
+					: check?.status === 'missing'
+						? check.why
+						: status === 'missing'
+							? 'policy routing is missing'
+							: undefined;
 		return {
 			...(network.uplink && rpFilters.get(network.uplink.interface) !== undefined ? { rpFilter: rpFilters.get(network.uplink.interface)! } : {}),
 			network,
 			status,
 			...(statusReason === undefined ? {} : { statusReason }),
 			backend: backend?.name ?? '',
-			rules: backend ? backend.ruleTexts(rules) : [],
+			rules: backend ? backend.ruleTexts(rules, drops) : [],
 			containers: containers.filter((container) => container.networkId === network.id),
 		};
 	});
 
 	return { views, ...(policyError ? { policyError } : {}), ...(firewallError ? { firewallError } : {}) };
+}
+
+/** What fail-closed does for a network with a source problem: its traffic dropped, or why not. */
+function failClosedText(network: EgressNetwork, drops: DropRule[], notHeld: string | undefined): string {
+	if (network.blocked === undefined || drops.length === 0) {
+		return '';
+	}
+
+	const families = [network.blocked.ipv4 ? 'IPv4' : '', network.blocked.ipv6 ? 'IPv6' : ''].filter(Boolean).join(' and ');
+	return notHeld === undefined ? `; its outbound ${families} traffic is dropped until it can be served (fail closed)` : `; its outbound ${families} traffic is NOT blocked: ${notHeld}`;
 }

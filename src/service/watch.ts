@@ -326,18 +326,32 @@ export class Watcher {
 		}
 	}
 
-	/** Each invalid network is logged once per problem, not on every reconcile. */
+	/**
+	 * Each invalid network is logged once per problem, not on every reconcile; a network that fails
+	 * closed (its source cannot be served: its traffic is dropped) says so, and says when it is served again.
+	 */
 	private reportSkipped(result: SyncResult): void {
-		const now = new Map(result.networks.filter((network) => network.problem).map((network) => [network.name, network.problem!]));
-		for (const [network, problem] of now) {
-			if (this.skipped.get(network) !== problem) {
-				this.log.warn('network skipped', { network, problem });
+		const now = new Map(result.networks.filter((network) => network.problem).map((network) => [network.name, network]));
+		for (const [name, network] of now) {
+			if (this.skipped.get(name) !== network.problem) {
+				if (network.blocked) {
+					this.log.warn('network fails closed', { network: name, status: network.sourceMissing ? 'source-missing' : 'invalid', problem: network.problem!, dropped: [network.blocked.ipv4 ? 'ipv4' : '', network.blocked.ipv6 ? 'ipv6' : ''].filter(Boolean).join(',') });
+				} else {
+					this.log.warn('network skipped', { network: name, problem: network.problem! });
+				}
+			}
+		}
+
+		for (const name of this.skipped.keys()) {
+			const network = result.networks.find((candidate) => candidate.name === name);
+			if (network && !network.problem) {
+				this.log.info('network served again', { network: name, source_ip: network.sourceIp });
 			}
 		}
 
 		this.skipped.clear();
-		for (const [network, problem] of now) {
-			this.skipped.set(network, problem);
+		for (const [name, network] of now) {
+			this.skipped.set(name, network.problem!);
 		}
 	}
 }

@@ -140,3 +140,25 @@ test('our rules are recognised by structure: a key a newer nft adds does not mak
 	other.find((item) => item['rule']?.handle === 5)!['rule'].expr[0].snat.addr.map.data = '@elsewhere';
 	t.false(parseNftTable(other, 'ip').intact);
 });
+
+// `nft -j list table ip docker-egress` (nft 1.0.6) of a table with one network served and one failing closed.
+const failClosedJson = JSON.parse(
+	'[{"metainfo":{"version":"1.0.6","json_schema_version":1}},{"table":{"family":"ip","name":"docker-egress","handle":2}},{"map":{"family":"ip","name":"network_source","table":"docker-egress","type":"ipv4_addr","handle":3,"map":"ipv4_addr","flags":["interval"],"elem":[[{"elem":{"val":{"prefix":{"addr":"10.1.0.0","len":24}},"comment":"a"}},"192.0.2.11"]]}},{"set":{"family":"ip","name":"network_bridge","table":"docker-egress","type":["ipv4_addr","ifname"],"handle":4,"flags":["interval"],"elem":[{"concat":[{"prefix":{"addr":"10.1.0.0","len":24}},"br-a"]}]}},{"set":{"family":"ip","name":"network_blocked","table":"docker-egress","type":"ipv4_addr","handle":5,"flags":["interval"],"elem":[{"elem":{"val":{"prefix":{"addr":"10.2.0.0","len":24}},"comment":"b"}}]}},{"set":{"family":"ip","name":"docker_bridges","table":"docker-egress","type":"ifname","handle":6,"elem":["br-a","br-b","docker0"]}},{"chain":{"family":"ip","table":"docker-egress","name":"postrouting","handle":1,"type":"nat","hook":"postrouting","prio":90,"policy":"accept"}},{"chain":{"family":"ip","table":"docker-egress","name":"forward","handle":2,"type":"filter","hook":"forward","prio":-10,"policy":"accept"}},{"rule":{"family":"ip","table":"docker-egress","chain":"postrouting","handle":7,"expr":[{"match":{"op":"==","left":{"concat":[{"payload":{"protocol":"ip","field":"saddr"}},{"meta":{"key":"oifname"}}]},"right":"@network_bridge"}},{"return":null}]}},{"rule":{"family":"ip","table":"docker-egress","chain":"postrouting","handle":8,"expr":[{"snat":{"addr":{"map":{"key":{"payload":{"protocol":"ip","field":"saddr"}},"data":"@network_source"}}}}]}},{"rule":{"family":"ip","table":"docker-egress","chain":"forward","handle":9,"expr":[{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":"@docker_bridges"}},{"return":null}]}},{"rule":{"family":"ip","table":"docker-egress","chain":"forward","handle":10,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":"@network_blocked"}},{"drop":null}]}}]',
+) as Array<Record<string, unknown>>;
+
+test('fail closed: a filter forward chain drops blocked subnets except out through a Docker bridge; read back intact', (t) => {
+	const text = renderNft([rules[0]!], ['ip'], { ip: false }, [{ network: 'b', subnet: '10.2.0.0/24', bridge: 'br-b' }], ['docker0', 'br-b', 'br-a']);
+	t.true(text.includes('\tset network_blocked {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.2.0.0/24 comment "b" }\n\t}'));
+	t.true(text.includes('\t\telements = { "br-a", "br-b", "docker0" }'));
+	t.true(text.includes('\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n\t\toifname @docker_bridges return\n\t\tip saddr @network_blocked drop\n\t}'));
+	const state = parseNftTable(failClosedJson, 'ip');
+	t.true(state.intact, state.damage.join('; '));
+	t.deepEqual(state.blocked, [{ subnet: '10.2.0.0/24', network: 'b' }]);
+	t.deepEqual(state.bridges, ['br-a', 'br-b', 'docker0']);
+	// Only blocked networks: the nat chain stays, with empty map and set.
+	t.false(renderNft([], ['ip'], { ip: false }, [{ network: 'b', subnet: '10.2.0.0/24', bridge: 'br-b' }], ['br-b']).includes('elements = {  }'));
+	// A drop rule taken out of the forward chain is damage (the table is rebuilt).
+	const damaged = parseNftTable(failClosedJson.filter((item) => !(item['rule'] && (item['rule'] as { handle: number }).handle === 10)), 'ip');
+	t.false(damaged.intact);
+	t.regex(damaged.damage.join(';'), /chain forward does not hold exactly our two rules/);
+});

@@ -69,7 +69,7 @@ test.serial('a rule whose network is gone is removed', async (t) => {
 	t.false((await egressRules(sb)).some((rule) => rule.subnet === '10.82.0.0/24'));
 });
 
-test.serial('a bad label is skipped with one message naming the network; sync exits non-zero; others keep their rule', async (t) => {
+test.serial('a bad label fails closed with one message naming the network; sync exits non-zero; others keep their rule', async (t) => {
 	const sb = sandbox();
 	const bad = [
 		['z_bad_banana', 'banana', '10.83.0.0/24'],
@@ -83,15 +83,15 @@ test.serial('a bad label is skipped with one message naming the network; sync ex
 	await flushEgressRules(sb);
 	const sync = await sb.egress(['sync']);
 	t.not(sync.exitCode, 0);
-	t.regex(sync.stderr, /network z_bad_banana skipped: .*"banana": not an IP address/);
-	t.regex(sync.stderr, /network z_bad_absent skipped: .*192\.0\.2\.99 is not an address of this host/);
-	t.regex(sync.stderr, /network z_bad_family skipped: .*IPv6/);
+	t.regex(sync.stderr, /network z_bad_banana fails closed \(its outbound traffic is dropped\): .*"banana": not an IP address/);
+	t.regex(sync.stderr, /network z_bad_absent fails closed \(its outbound traffic is dropped\): .*192\.0\.2\.99 is not an address of this host/);
+	t.regex(sync.stderr, /network z_bad_family fails closed \(its outbound traffic is dropped\): .*IPv6/);
 	t.is(await sb.probe('z_s1'), '192.0.2.11');
 	t.deepEqual((await egressRules(sb)).map((rule) => rule.subnet), ['10.81.0.0/24']);
 
 	const ls = await sb.egress(['ls', '--format', '{{.Name}} {{.Status}}']);
 	t.is(ls.exitCode, 0);
-	t.is(ls.stdout.trim(), 'z_bad_absent invalid\nz_bad_banana invalid\nz_bad_family invalid\nz_s1 active');
+	t.is(ls.stdout.trim(), 'z_bad_absent source-missing\nz_bad_banana invalid\nz_bad_family invalid\nz_s1 active');
 	for (const [name] of bad) {
 		await sb.docker(['network', 'rm', name]);
 	}

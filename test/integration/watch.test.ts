@@ -167,7 +167,7 @@ test.serial('under the docker CLI: SIGTERM to the CLI closes the plugin socket, 
 	t.is(await sb.probe(KEEP.name), KEEP.ip);
 });
 
-test.serial('a network labelled docker-egress.source-ip=banana: logged once, skipped; watch and the other networks carry on', async (t) => {
+test.serial('a network labelled docker-egress.source-ip=banana: logged once, fails closed; watch and the other networks carry on', async (t) => {
 	const sb = sandbox();
 	const watch = await startWatch(t, sb);
 	const bad = { name: 'z_w_banana', subnet: '10.70.4.0/24' };
@@ -176,7 +176,7 @@ test.serial('a network labelled docker-egress.source-ip=banana: logged once, ski
 		await sb.docker(['network', 'rm', bad.name, good.name], { reject: false });
 	});
 	await labelledNetwork(sb, bad.name, bad.subnet, 'banana');
-	const skipped = await watch.waitFor('network skipped', { network: bad.name }, 10_000);
+	const skipped = await watch.waitFor('network fails closed', { network: bad.name, status: 'invalid', dropped: 'ipv4' }, 10_000);
 	t.is(skipped.level, 'warn');
 	t.truthy(skipped['problem']);
 	t.log(`problem: ${JSON.stringify(skipped['problem'])}`);
@@ -192,7 +192,7 @@ test.serial('a network labelled docker-egress.source-ip=banana: logged once, ski
 	await waitForRule(sb, good.subnet, good.ip);
 	await waitForRule(sb, KEEP.subnet, KEEP.ip);
 	await sleep(2_000);
-	t.is(watch.find('network skipped', { network: bad.name }).length, 1, watch.stderr);
+	t.is(watch.find('network fails closed', { network: bad.name }).length, 1, watch.stderr);
 	t.false((await egressRules(sb)).some((rule) => rule.subnet === bad.subnet), 'no rule for the bad network');
 	t.true(watch.running);
 });
