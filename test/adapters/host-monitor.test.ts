@@ -1,6 +1,8 @@
 // The monitor's process handling, with small shell scripts standing in for `ip monitor`.
 import test from 'ava';
-import { runMonitor, type MonitorOptions, type MonitorSpec } from '../../src/adapters/host-monitor.js';
+import { addressMonitor, firewallMonitor, runMonitor, type MonitorOptions, type MonitorSpec } from '../../src/adapters/host-monitor.js';
+import { Firewall, IptablesBackend } from '../../src/adapters/iptables.js';
+import { NftablesBackend } from '../../src/adapters/nftables.js';
 
 function script(text: string, matters: (line: string) => boolean = () => true): MonitorSpec {
 	return { name: 'test monitor', file: '/bin/sh', args: ['-c', text], matters };
@@ -100,4 +102,18 @@ test('an endless line is cut, not kept whole', async (t) => {
 	await done;
 	t.true(seen.changes.every((line) => line.length <= 64 * 1024));
 	t.true(seen.changes.length >= 2);
+});
+
+test('which firewall is followed: our nft tables, iptables-nft nat tables, and nothing for iptables-legacy', (t) => {
+	const nftables = firewallMonitor(new NftablesBackend());
+	t.deepEqual(nftables?.args, ['-j', 'monitor', 'rules'], 'rule events only: nft 1.0.6 misprints our set elements');
+	t.true(nftables?.matters('{"delete": {"rule": {"family": "ip", "table": "docker-egress", "chain": "postrouting", "handle": 4}}}'));
+	t.false(nftables?.matters('{"delete": {"rule": {"family": "ip", "table": "nat", "chain": "POSTROUTING", "handle": 4}}}'));
+
+	const iptablesNft = firewallMonitor(new IptablesBackend(new Firewall('nft')));
+	t.true(iptablesNft?.matters('{"delete": {"rule": {"family": "ip", "table": "nat", "chain": "DOCKER-EGRESS", "handle": 4}}}'));
+	t.false(iptablesNft?.matters('{"delete": {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4}}}'));
+
+	t.is(firewallMonitor(new IptablesBackend(new Firewall('legacy'))), undefined);
+	t.deepEqual(addressMonitor().args, ['-o', 'monitor', 'address', 'route']);
 });
