@@ -4,9 +4,9 @@
 // Triggers are coalesced, and reconciles never overlap. The drift check only reads the firewall
 // backend's rules and compares them with what the last reconcile wrote; it rewrites nothing when
 // nothing changed. It runs every interval, and within 50 ms of a rule change the kernel reports
-// (`nft monitor`), so a flush is repaired at once, and our own writes cost one read, not a loop. While the daemon is
-// away — or there but not answering (hung, SIGSTOPped) — drift is repaired from those last rules,
-// so a firewall reload cannot cost egress during an outage. Every call to the daemon has a
+// (`nft monitor`), so a flush is repaired at once, and our own writes cost one read, not a loop.
+// While the daemon is away — or there but not answering (hung, SIGSTOPped) — drift is repaired
+// from those last rules, so a firewall reload cannot cost egress during an outage. Every call to the daemon has a
 // deadline, and each reconcile first pings the daemon with a short one, so no repair waits on a
 // daemon that does not answer.
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -60,7 +60,7 @@ export class Watcher {
 	private lastEventReconcileAt = 0;
 	/** A drift check asked for by a rule change: due, running, and asked for again meanwhile. */
 	private checkTimer: NodeJS.Timeout | undefined;
-	private checking = false;
+	private checking: Promise<void> | undefined;
 	private checkAgain = false;
 
 	constructor(
@@ -130,7 +130,7 @@ export class Watcher {
 
 		clearTimeout(this.debounce);
 		clearTimeout(this.checkTimer);
-		await Promise.all([drift, this.running, ...monitors]);
+		await Promise.all([drift, this.running, this.checking, ...monitors]);
 	}
 
 	/**
@@ -191,8 +191,7 @@ export class Watcher {
 			return;
 		}
 
-		this.checking = true;
-		try {
+		this.checking = (async () => {
 			do {
 				this.checkAgain = false;
 				await this.running; // a reconcile writing now: read what it wrote
@@ -200,8 +199,11 @@ export class Watcher {
 					await this.checkDrift('firewall'); // a pending reconcile does more than this check
 				}
 			} while (this.checkAgain && !this.context.signal.aborted);
+		})();
+		try {
+			await this.checking;
 		} finally {
-			this.checking = false;
+			this.checking = undefined;
 		}
 	}
 
