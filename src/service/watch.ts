@@ -1,18 +1,21 @@
 // The controller behind `docker egress watch`. It never acts on one event alone: every trigger
-// (start, a burst of Docker network events, drift found by the periodic check, the daemon coming
-// back) runs the same full reconcile as `sync`. Triggers are coalesced, and reconciles never
-// overlap. The periodic drift check only reads the firewall backend's rules and compares them with
-// what the last reconcile wrote; it rewrites nothing when nothing changed. While the daemon is
-// away — or there but not answering (hung, SIGSTOPped) — drift is repaired from those last rules,
-// so a firewall reload cannot cost egress during an outage. Every call to the daemon has a
+// (start, a burst of Docker network events, an address or route of the host that came or went,
+// drift found by a check, the daemon coming back) runs the same full reconcile as `sync`.
+// Triggers are coalesced, and reconciles never overlap. The drift check only reads the firewall
+// backend's rules and compares them with what the last reconcile wrote; it rewrites nothing when
+// nothing changed. It runs every interval, and within 50 ms of a rule change the kernel reports
+// (`nft monitor`), so a flush is repaired at once, and our own writes cost one read, not a loop.
+// While the daemon is away — or there but not answering (hung, SIGSTOPped) — drift is repaired
+// from those last rules, so a firewall reload cannot cost egress during an outage. Every call to the daemon has a
 // deadline, and each reconcile first pings the daemon with a short one, so no repair waits on a
 // daemon that does not answer.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DockerClient } from '../adapters/docker.js';
+import { addressMonitor, firewallMonitor, runMonitor, type MonitorSpec } from '../adapters/host-monitor.js';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { applyRouting, readRouting } from '../adapters/routing.js';
 import { desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingPlan } from '../core/routing.js';
-import type { Desired, FirewallPlan } from '../adapters/firewall.js';
+import type { Desired, FirewallBackend, FirewallPlan } from '../adapters/firewall.js';
 import { DaemonNotAnsweringError, DaemonUnreachableError, InterruptedError, reason } from '../errors.js';
 import type { Context } from './context.js';
 import type { Logger } from './logger.js';
@@ -23,6 +26,8 @@ export type WatchOptions = {
 	intervalMs: number;
 	/** Quiet time before acting on a lone event, ms (default 20). */
 	debounceMs?: number;
+	/** Quiet time before acting on an address or route change, ms (default 250). */
+	hostDebounceMs?: number;
 	/** Quiet time that ends a burst of events, ms (default 400). */
 	burstDebounceMs?: number;
 	/** Longest a trigger waits while events keep coming, ms (default 500; 1000 in a burst). */
@@ -33,7 +38,11 @@ export type WatchOptions = {
 	pingTimeoutMs?: number;
 };
 
-type Trigger = 'start' | 'events' | 'drift' | 'daemon-back' | 'sighup';
+/** Why a reconcile ran: `host` is an address or route change, `firewall` a rule change the kernel reported. */
+type Trigger = 'start' | 'events' | 'drift' | 'daemon-back' | 'sighup' | 'host' | 'firewall';
+
+/** Quiet time after a reported rule change before the drift check reads the rules, ms. */
+const FIREWALL_CHECK_DELAY_MS = 50;
 
 export class Watcher {
 	private desired: Desired | undefined;
@@ -49,6 +58,10 @@ export class Watcher {
 	private debounce: NodeJS.Timeout | undefined;
 	private firstRequestAt = 0;
 	private lastEventReconcileAt = 0;
+	/** A drift check asked for by a rule change: due, running, and asked for again meanwhile. */
+	private checkTimer: NodeJS.Timeout | undefined;
+	private checking: Promise<void> | undefined;
+	private checkAgain = false;
 
 	constructor(
 		private readonly context: Context,
@@ -60,6 +73,7 @@ export class Watcher {
 	async run(): Promise<void> {
 		const { signal } = this.context;
 		const drift = this.driftLoop();
+		const monitors = this.followHost();
 		let started = false;
 		let backoff = 250;
 		while (!signal.aborted) {
@@ -82,7 +96,8 @@ export class Watcher {
 				await this.reconcileNow(started ? 'daemon-back' : 'start');
 				if (!started) {
 					started = true;
-					this.log.info('watch started', { endpoint: this.context.endpoint.host, interval_s: this.options.intervalMs / 1000, networks: this.desired?.ipv4.length ?? 0, firewall: (await this.context.firewall()).name });
+					const firewall = await this.context.firewall();
+					this.log.info('watch started', { endpoint: this.context.endpoint.host, interval_s: this.options.intervalMs / 1000, networks: this.desired?.ipv4.length ?? 0, firewall: firewall.name, follows: follows(firewall) });
 				}
 
 				backoff = 250;
@@ -114,7 +129,82 @@ export class Watcher {
 		}
 
 		clearTimeout(this.debounce);
-		await Promise.all([drift, this.running]);
+		clearTimeout(this.checkTimer);
+		await Promise.all([drift, this.running, this.checking, ...monitors]);
+	}
+
+	/**
+	 * The host's own notifications, as child processes that end with watch: an address or route
+	 * change reconciles (as a Docker event does), a rule change of our tables runs the drift check.
+	 * A monitor that fails is said once per spell and started again with backoff; changes it may
+	 * have missed meanwhile are looked at when it is back.
+	 */
+	private followHost(): Array<Promise<void>> {
+		const follow = async (spec: MonitorSpec, react: () => void) =>
+			runMonitor(spec, {
+				signal: this.context.signal,
+				onChange: (line) => {
+					this.log.debug('host event', { monitor: spec.name, line: line.slice(0, 200) });
+					react();
+				},
+				onRestart: react,
+				onFailure: (why, repeated) => {
+					this.log[repeated ? 'debug' : 'warn']('host monitor failed', { monitor: spec.name, error: why });
+				},
+			});
+
+		const firewall = async () => {
+			const spec = firewallMonitor(await this.context.firewall());
+			if (spec) {
+				await follow(spec, () => {
+					this.requestCheck();
+				});
+			}
+		};
+
+		return [
+			follow(addressMonitor(), () => {
+				this.request('host');
+			}),
+			firewall().catch((error: unknown) => {
+				this.log.debug('no firewall monitor', { error: reason(error) }); // no backend: reconciles say why
+			}),
+		];
+	}
+
+	/** A rule changed: check for drift soon. Changes made while a check reads make it read again. */
+	private requestCheck(): void {
+		if (this.checking) {
+			this.checkAgain = true;
+			return;
+		}
+
+		this.checkTimer ??= setTimeout(() => {
+			this.checkTimer = undefined;
+			void this.checkSoon();
+		}, FIREWALL_CHECK_DELAY_MS);
+	}
+
+	private async checkSoon(): Promise<void> {
+		if (this.checking) {
+			this.checkAgain = true;
+			return;
+		}
+
+		this.checking = (async () => {
+			do {
+				this.checkAgain = false;
+				await this.running; // a reconcile writing now: read what it wrote
+				if (!this.pending) {
+					await this.checkDrift('firewall'); // a pending reconcile does more than this check
+				}
+			} while (this.checkAgain && !this.context.signal.aborted);
+		})();
+		try {
+			await this.checking;
+		} finally {
+			this.checking = undefined;
+		}
 	}
 
 	/** SIGHUP: re-read the policies (every reconcile reads them afresh) and reconcile now. */
@@ -129,18 +219,23 @@ export class Watcher {
 	 * included), and events that arrive together (`docker compose up`) still share a reconcile.
 	 * Within a burst — an event-driven reconcile ended less than a second ago — the window grows
 	 * to 400 ms of quiet (at most 1 s), since Docker creates networks one at a time and a burst of
-	 * 50 reaches us over seconds.
+	 * 50 reaches us over seconds. An address or route change waits for 250 ms of quiet (at most
+	 * 1 s): a new network's bridge brings its address and route before Docker's event about it,
+	 * and both are then one reconcile, said to be for the event.
 	 */
 	private request(trigger: Trigger): void {
 		const now = Date.now();
 		if (!this.pending) {
 			this.pending = trigger;
 			this.firstRequestAt = now;
+		} else if (this.pending === 'host' && trigger === 'events') {
+			this.pending = 'events';
 		}
 
 		const inBurst = now - this.lastEventReconcileAt < 1000;
-		const quiet = inBurst ? (this.options.burstDebounceMs ?? 400) : (this.options.debounceMs ?? 20);
-		const longest = (this.options.maxDelayMs ?? 500) * (inBurst ? 2 : 1);
+		const host = trigger === 'host';
+		const quiet = inBurst ? (this.options.burstDebounceMs ?? 400) : host ? (this.options.hostDebounceMs ?? 250) : (this.options.debounceMs ?? 20);
+		const longest = (this.options.maxDelayMs ?? 500) * (inBurst || host ? 2 : 1);
 		const due = Math.min(now + quiet, this.firstRequestAt + longest);
 		clearTimeout(this.debounce);
 		this.debounce = setTimeout(() => {
@@ -163,7 +258,7 @@ export class Watcher {
 			});
 			await this.running;
 			this.running = undefined;
-			if (trigger === 'events') {
+			if (trigger === 'events' || trigger === 'host') {
 				this.lastEventReconcileAt = Date.now();
 			}
 		}
@@ -185,16 +280,26 @@ export class Watcher {
 				continue;
 			}
 
-			try {
-				const backend = await this.context.firewall();
-				const [state, routing] = await Promise.all([backend.read({ ipv6: this.desired.ipv6.length > 0, leftovers: false }), readRouting()]);
-				if (backend.plan(state, this.desired, this.bridges).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
-					this.pending = 'drift';
-					await this.drain();
-				}
-			} catch (error) {
-				this.log.error('drift check failed', { error: reason(error) });
+			await this.checkDrift('drift');
+		}
+	}
+
+	/** Reads the rules and routing, and reconciles (as `trigger`) when they are not what we wrote. */
+	private async checkDrift(trigger: Trigger): Promise<void> {
+		const desired = this.desired;
+		if (!desired || this.context.signal.aborted) {
+			return;
+		}
+
+		try {
+			const backend = await this.context.firewall();
+			const [state, routing] = await Promise.all([backend.read({ ipv6: desired.ipv6.length > 0, leftovers: false }), readRouting()]);
+			if (backend.plan(state, desired, this.bridges).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
+				this.pending ??= trigger;
+				await this.drain();
 			}
+		} catch (error) {
+			this.log.error('drift check failed', { trigger, error: reason(error) });
 		}
 	}
 
@@ -354,4 +459,9 @@ export class Watcher {
 			this.skipped.set(name, network.problem!);
 		}
 	}
+}
+
+/** What watch follows besides Docker's events, for its first log line. */
+function follows(backend: FirewallBackend): string {
+	return firewallMonitor(backend) ? 'docker events, addresses and routes, firewall rule changes' : 'docker events, addresses and routes (no firewall notifications with iptables-legacy: drift check every interval)';
 }
