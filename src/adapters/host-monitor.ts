@@ -40,7 +40,13 @@ export function firewallMonitor(backend: FirewallBackend): MonitorSpec | undefin
 			return undefined;
 		}
 
-		tables = [{ family: 'ip', table: 'nat' }, { family: 'ip6', table: 'nat' }];
+		// nat: our SNAT chain and jump; filter: the fail-closed drops and their jump.
+		tables = [
+			{ family: 'ip', table: 'nat' },
+			{ family: 'ip6', table: 'nat' },
+			{ family: 'ip', table: 'filter' },
+			{ family: 'ip6', table: 'filter' },
+		];
 	} else {
 		tables = [{ family: 'ip', table: NFT_TABLE }, { family: 'ip6', table: NFT_TABLE }];
 	}

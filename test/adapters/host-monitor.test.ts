@@ -104,7 +104,7 @@ test('an endless line is cut, not kept whole', async (t) => {
 	t.true(seen.changes.length >= 2);
 });
 
-test('which firewall is followed: our nft tables, iptables-nft nat tables, and nothing for iptables-legacy', (t) => {
+test('which firewall is followed: our nft tables, iptables-nft nat and filter tables (our drops), and nothing for iptables-legacy', (t) => {
 	const nftables = firewallMonitor(new NftablesBackend());
 	t.deepEqual(nftables?.args, ['-j', 'monitor', 'rules'], 'rule events only: nft 1.0.6 misprints our set elements');
 	t.true(nftables?.matters('{"delete": {"rule": {"family": "ip", "table": "docker-egress", "chain": "postrouting", "handle": 4}}}'));
@@ -112,7 +112,8 @@ test('which firewall is followed: our nft tables, iptables-nft nat tables, and n
 
 	const iptablesNft = firewallMonitor(new IptablesBackend(new Firewall('nft')));
 	t.true(iptablesNft?.matters('{"delete": {"rule": {"family": "ip", "table": "nat", "chain": "DOCKER-EGRESS", "handle": 4}}}'));
-	t.false(iptablesNft?.matters('{"delete": {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4}}}'));
+	t.true(iptablesNft?.matters('{"delete": {"rule": {"family": "ip", "table": "filter", "chain": "DOCKER-EGRESS", "handle": 4}}}'));
+	t.false(iptablesNft?.matters('{"delete": {"rule": {"family": "ip", "table": "mangle", "chain": "PREROUTING", "handle": 4}}}'));
 
 	t.is(firewallMonitor(new IptablesBackend(new Firewall('legacy'))), undefined);
 	t.deepEqual(addressMonitor().args, ['-o', 'monitor', 'address', 'route']);
