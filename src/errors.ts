@@ -105,8 +105,15 @@ export class InterruptedError extends EgressError {
 
 /** `sync` applied every valid rule but some networks were skipped; already reported on stderr. */
 export class PartialSyncError extends EgressError {
-	constructor(readonly invalid: number) {
-		super(`${invalid} egress network${invalid === 1 ? '' : 's'} skipped because of an invalid label (see above)`);
+	constructor(
+		readonly invalid: number,
+		readonly containers = 0,
+	) {
+		const parts = [
+			...(invalid > 0 ? [`${invalid} egress network${invalid === 1 ? '' : 's'}`] : []),
+			...(containers > 0 ? [`${containers} container${containers === 1 ? '' : 's'}`] : []),
+		];
+		super(`${parts.join(' and ')} not served: an invalid label or a source address that cannot be served (see above)`);
 	}
 }
 

@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import type Dockerode from 'dockerode';
-import type { DockerNetwork } from '../core/network.js';
+import type { DockerContainer } from '../core/container.js';
+import { SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, type DockerNetwork } from '../core/network.js';
 import { DaemonNotAnsweringError, DaemonUnreachableError, DockerApiError, InterruptedError, NetworkNotFoundError } from '../errors.js';
 import { debug } from '../log.js';
 import type { Endpoint } from './endpoint.js';
@@ -120,6 +121,15 @@ export class DockerClient {
 	}
 
 	/**
+	 * Every container, running or not, with its labels and its addresses on each network (what
+	 * per-container egress needs), from one list call.
+	 */
+	async listContainers(): Promise<DockerContainer[]> {
+		const containers = await this.call('list containers', async (abortSignal) => this.api.listContainers({ all: true, abortSignal } as Dockerode.ContainerListOptions));
+		return containers.map((container) => toDockerContainer(container));
+	}
+
+	/**
 	 * Runs a throwaway container on `network` until it exits or `timeoutMs` passes, and returns
 	 * its output. The container is always removed, whatever happens.
 	 */
@@ -173,7 +183,9 @@ export class DockerClient {
 	 * ends it quietly.
 	 */
 	async *networkEvents(signal: AbortSignal): AsyncGenerator<{ action: string; network: string }> {
-		const stream = (await this.call('events', async () => this.api.getEvents({ filters: { type: ['network'] } }))) as NodeJS.ReadableStream & { destroy(): void };
+		// Network events, and the container events that change a container's addresses (its egress rules).
+		const filters = { type: ['network', 'container'] as Array<'network' | 'container'>, event: ['create', 'destroy', 'connect', 'disconnect', 'start', 'die', 'remove', 'delete'] };
+		const stream = (await this.call('events', async () => this.api.getEvents({ filters }))) as NodeJS.ReadableStream & { destroy(): void };
 		const stop = () => {
 			stream.destroy();
 		};
@@ -188,8 +200,15 @@ export class DockerClient {
 					const line = buffered.slice(0, newline).trim();
 					buffered = buffered.slice(newline + 1);
 					if (line) {
-						const event = JSON.parse(line) as { Action?: string; Actor?: { Attributes?: { name?: string } } };
-						yield { action: event.Action ?? '', network: event.Actor?.Attributes?.name ?? '' };
+						const event = JSON.parse(line) as { Type?: string; Action?: string; Actor?: { Attributes?: Record<string, string> } };
+						const attributes = event.Actor?.Attributes ?? {};
+						// A container's events matter only when it asks for an egress address of its own
+						// (event attributes carry its labels), and only once it has addresses (start) or loses them.
+						if (event.Type === 'container' && (event.Action === 'create' || !(SOURCE_IP_LABEL in attributes || SOURCE_IPV6_LABEL in attributes))) {
+							continue;
+						}
+
+						yield { action: event.Type === 'container' ? `container ${event.Action ?? ''}` : (event.Action ?? ''), network: attributes['name'] ?? '' };
 					}
 				}
 			}
@@ -322,4 +341,20 @@ export function dockerodeOptions(endpoint: Endpoint): Dockerode.DockerOptions {
 		key: read(tls.key),
 		...(tls.verify ? {} : { agent: new (process.getBuiltinModule('node:https').Agent)({ rejectUnauthorized: false }) }),
 	} as Dockerode.DockerOptions;
+}
+
+function toDockerContainer(container: Dockerode.ContainerInfo): DockerContainer {
+	return {
+		id: container.Id,
+		name: (container.Names?.[0] ?? container.Id).replace(/^\//, ''),
+		labels: container.Labels ?? {},
+		running: container.State === 'running',
+		networkMode: container.HostConfig?.NetworkMode ?? '',
+		endpoints: Object.entries(container.NetworkSettings?.Networks ?? {}).map(([name, attachment]) => ({
+			network: name,
+			networkId: attachment.NetworkID ?? '',
+			ipv4: attachment.IPAddress || undefined,
+			ipv6: attachment.GlobalIPv6Address || undefined,
+		})),
+	};
 }

@@ -99,7 +99,8 @@ export class NftablesBackend implements FirewallBackend {
 				notes.push(`rebuilt table ${family} ${NFT_TABLE} (${table.damage.join('; ')})`);
 			}
 
-			return (want && (!table.exists || damaged)) || (!want && table.exists) || familyChanged(family, added, removed) || dropsChanged(table, blocked, dockerBridges);
+			const containers = wanted.some((rule) => rule.container && familyOf(rule) === family);
+			return (want && (!table.exists || damaged)) || (!want && table.exists) || familyChanged(family, added, removed) || dropsChanged(table, blocked, containers, dockerBridges);
 		});
 		const steps: Step[] = [];
 		if (families.length > 0) {
@@ -147,9 +148,16 @@ export class NftablesBackend implements FirewallBackend {
 				return { status: 'missing', why: `table ${familyOf(rule)} ${NFT_TABLE} was changed: ${table.damage.join('; ')}` };
 			}
 
-			const element = table.elements.find((candidate) => candidate.subnet === rule.subnet);
-			if (!element || element.sourceIp !== normal(rule.sourceIp, rule) || element.bridge !== rule.bridge) {
-				return { status: 'missing', why: `no element for ${rule.subnet} -> ${rule.sourceIp} (bridge ${rule.bridge})` };
+			if (rule.container) {
+				const element = table.containers.find((candidate) => candidate.subnet === rule.subnet);
+				if (!element || element.sourceIp !== normal(rule.sourceIp, rule)) {
+					return { status: 'missing', why: `no element for ${rule.subnet.split('/')[0]!} -> ${rule.sourceIp} in map container_source` };
+				}
+			} else {
+				const element = table.elements.find((candidate) => candidate.subnet === rule.subnet);
+				if (!element || element.sourceIp !== normal(rule.sourceIp, rule) || element.bridge !== rule.bridge) {
+					return { status: 'missing', why: `no element for ${rule.subnet} -> ${rule.sourceIp} (bridge ${rule.bridge})` };
+				}
 			}
 
 			const by = shadowOf(foreign, { subnet: rule.subnet, bridge: rule.bridge, dockerBridges });
@@ -183,14 +191,14 @@ export class NftablesBackend implements FirewallBackend {
 }
 
 /** The table's drops (or the bridges they exempt) are not what is wanted. */
-function dropsChanged(table: NftTableState, drops: DropRule[], dockerBridges: ReadonlySet<string>): boolean {
+function dropsChanged(table: NftTableState, drops: DropRule[], containers: boolean, dockerBridges: ReadonlySet<string>): boolean {
 	const have = new Set(table.blocked.map((entry) => entry.subnet));
 	if (drops.length !== table.blocked.length || drops.some((rule) => !have.has(rule.subnet))) {
 		return true;
 	}
 
-	// The exempted bridges matter only while something is blocked.
-	return drops.length > 0 && (table.bridges.length !== dockerBridges.size || table.bridges.some((bridge) => !dockerBridges.has(bridge)));
+	// The exempted bridges matter only while something is blocked, or containers have rules.
+	return (drops.length > 0 || containers) && (table.bridges.length !== dockerBridges.size || table.bridges.some((bridge) => !dockerBridges.has(bridge)));
 }
 
 function familyOf(rule: { subnet: string }): NftFamily {
@@ -203,7 +211,8 @@ function normal(address: string, rule: SnatRule): string {
 
 /** Subnet, bridge and address: what the kernel holds for a rule (names are for people). */
 function elementKey(rule: SnatRule): string {
-	return [rule.subnet, rule.bridge, normal(rule.sourceIp, rule)].join(' ');
+	// A container's element holds no bridge: the docker_bridges set exempts every one.
+	return [rule.container ? 'container' : 'network', rule.subnet, rule.container ? '' : rule.bridge, normal(rule.sourceIp, rule)].join(' ');
 }
 
 function familyChanged(family: NftFamily, added: SnatRule[], removed: SnatRule[]): boolean {

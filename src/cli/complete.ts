@@ -8,33 +8,35 @@ const NO_FILE_COMPLETION = 4;
 export const commandDescriptions: Record<string, string> = {
 	create: 'Create a bridge network that egresses from a fixed source IP',
 	ls: 'List egress networks and the state of their rules',
+	ps: 'List containers with an egress source IP of their own',
 	inspect: 'Show egress networks in detail (JSON)',
 	rm: 'Remove egress networks and their rules',
 	sync: 'Make the firewall match the egress networks',
 	watch: 'Keep every egress rule right (runs until stopped)',
 	set: 'Set the egress source IP of a network docker egress did not create',
 	unset: 'Remove the egress policy of a network',
-	verify: 'Check which address the network really egresses from',
+	verify: 'Check which address a network (or --container) really egresses from',
 	version: 'Show the plugin, Docker API and iptables versions',
 };
 
 const commandFlags: Record<string, string[]> = {
 	create: ['--source-ip', '--subnet', '--gateway', '--ip-range', '--source-ipv6', '--subnet6', '--via', '--via6', '--bridge-name', '--label', '--opt', '--dry-run'],
 	ls: ['--quiet', '--format', '--no-trunc'],
+	ps: ['--all', '--quiet', '--format', '--no-trunc'],
 	inspect: [],
 	rm: ['--dry-run'],
 	sync: ['--dry-run'],
 	watch: ['--interval', '--log-format'],
 	set: ['--source-ip', '--source-ipv6', '--via', '--via6'],
 	unset: [],
-	verify: ['--url', '--image', '--timeout', '--format'],
+	verify: ['--container', '--url', '--image', '--timeout', '--format'],
 	version: ['--format'],
 };
 
 /** What to offer, as a pure function of the words and of lookups done only when needed. */
 export async function completions(
 	words: string[],
-	lookup: { egressNetworks(): Promise<string[]>; bridgeNetworks(): Promise<string[]>; policies(): Promise<string[]>; hostAddresses(): Promise<string[]> },
+	lookup: { egressNetworks(): Promise<string[]>; bridgeNetworks(): Promise<string[]>; policies(): Promise<string[]>; hostAddresses(): Promise<string[]>; egressContainers?(): Promise<string[]> },
 ): Promise<string[]> {
 	const toComplete = words.at(-1) ?? '';
 	const before = words.slice(0, -1);
@@ -55,7 +57,11 @@ export async function completions(
 		return starts(addresses.filter((address) => address.includes(':') === (previous === '--source-ipv6')));
 	}
 
-	if (previous !== undefined && previous.startsWith('--') && !['--dry-run', '--quiet', '--no-trunc'].includes(previous) && flags.includes(previous)) {
+	if (previous === '--container' && command === 'verify') {
+		return starts((await lookup.egressContainers?.()) ?? []);
+	}
+
+	if (previous !== undefined && previous.startsWith('--') && !['--dry-run', '--quiet', '--no-trunc', '--all'].includes(previous) && flags.includes(previous)) {
 		return [];
 	}
 
@@ -63,7 +69,7 @@ export async function completions(
 		return starts([...flags, '--state-dir', '--help']);
 	}
 
-	const positionals = before.slice(1).filter((word, i, all) => !word.startsWith('-') && !(all[i - 1]?.startsWith('--') && !['--dry-run', '--quiet', '--no-trunc'].includes(all[i - 1]!)));
+	const positionals = before.slice(1).filter((word, i, all) => !word.startsWith('-') && !(all[i - 1]?.startsWith('--') && !['--dry-run', '--quiet', '--no-trunc', '--all'].includes(all[i - 1]!)));
 	switch (command) {
 		case 'rm':
 		case 'inspect': {
@@ -71,7 +77,7 @@ export async function completions(
 		}
 
 		case 'verify': {
-			return positionals.length === 0 ? starts(await lookup.egressNetworks()) : [];
+			return positionals.length === 0 && !before.includes('--container') ? starts(await lookup.egressNetworks()) : [];
 		}
 
 		case 'set': {
@@ -104,6 +110,13 @@ export async function runComplete(words: string[], context: Context, description
 				return networks.filter((network) => network.driver === 'bridge').map((network) => network.name);
 			}),
 		policies: async () => quietly(async () => (await context.policies.read()).map((policy) => policy.network)),
+		egressContainers: async () =>
+			quietly(async () => {
+				// Running containers that ask for an egress address of their own.
+				const { hasEgressLabel } = await import('../core/container.js');
+				const containers = await (await context.docker()).listContainers();
+				return containers.filter((container) => container.running && hasEgressLabel(container)).map((container) => container.name);
+			}),
 		hostAddresses: async () =>
 			quietly(async () => {
 				const host = await context.host();

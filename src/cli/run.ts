@@ -38,6 +38,7 @@ type CommandModule = { builder: (yargs: Argv) => Argv; handler: Handler };
 const load = {
 	create: async () => import('../commands/create.js').then((m): CommandModule => ({ builder: m.createBuilder, handler: m.runCreate })),
 	ls: async () => import('../commands/ls.js').then((m): CommandModule => ({ builder: m.lsBuilder, handler: m.runLs })),
+	ps: async () => import('../commands/ps.js').then((m): CommandModule => ({ builder: m.psBuilder, handler: m.runPs })),
 	inspect: async () => import('../commands/inspect.js').then((m): CommandModule => ({ builder: m.inspectBuilder, handler: m.runInspect })),
 	rm: async () => import('../commands/rm.js').then((m): CommandModule => ({ builder: m.rmBuilder, handler: m.runRm })),
 	sync: async () => import('../commands/sync.js').then((m): CommandModule => ({ builder: m.syncBuilder, handler: m.runSync })),
@@ -65,13 +66,14 @@ async function parse(args: string[], flags: GlobalFlags, signal: AbortSignal): P
 		.usage(`Usage:  docker egress COMMAND\n\n${parsedMetadata().ShortDescription}`)
 		.command('create <network>', 'Create a bridge network that egresses from a fixed source IP', builder('create'), bind('create'))
 		.command(['ls', 'list'], 'List egress networks and the state of their rules', builder('ls'), bind('ls'))
+		.command('ps', 'List containers with an egress source IP of their own, and the state of their rules', builder('ps'), bind('ps'))
 		.command('inspect <networks..>', 'Show egress networks in detail (JSON)', builder('inspect'), bind('inspect'))
 		.command(['rm <networks..>', 'remove'], 'Remove egress networks and their rules', builder('rm'), bind('rm'))
 		.command('sync', 'Make the firewall match the egress networks (one reconcile)', builder('sync'), bind('sync'))
 		.command('watch', 'Keep every egress rule right: reconcile on Docker events and heal drift (runs until stopped)', builder('watch'), bind('watch'))
 		.command('set <network>', 'Set the egress source IP of a network docker egress did not create (a policy)', builder('set'), bind('set'))
 		.command('unset <network>', 'Remove the egress policy of a network', builder('unset'), bind('unset'))
-		.command('verify <network>', 'Check from a throwaway container which address the network really egresses from', builder('verify'), bind('verify'))
+		.command('verify [network]', 'Check from a throwaway container which address a network (or --container) really egresses from', builder('verify'), bind('verify'))
 		.command('version', 'Show the plugin, Docker API and firewall backend versions', builder('version'), bind('version'))
 		.option('firewall-backend', {
 			type: 'string',

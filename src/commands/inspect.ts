@@ -3,7 +3,7 @@
 import type { Argv } from 'yargs';
 import { EgressError, NetworkNotFoundError, NotEgressNetworkError } from '../errors.js';
 import type { Context } from '../service/context.js';
-import { egressViews, type EgressView } from '../service/status.js';
+import { listEgressViews, type EgressView } from '../service/status.js';
 
 export type InspectOptions = { networks: string[] };
 
@@ -15,7 +15,11 @@ export async function runInspect(options: InspectOptions, context: Context): Pro
 	const docker = await context.docker();
 	const found: EgressView[] = [];
 	const errors: Error[] = [];
-	const all = await egressViews(context);
+	const { views: all, containerViews, policyError, firewallError } = await listEgressViews(context, undefined, { containers: true });
+	if (policyError ?? firewallError) {
+		throw policyError ?? firewallError;
+	}
+
 	for (const name of options.networks) {
 		const view = all.find((candidate) => candidate.network.name === name || candidate.network.id === name) ?? all.find((candidate) => candidate.network.id.startsWith(name));
 		if (view) {
@@ -32,7 +36,7 @@ export async function runInspect(options: InspectOptions, context: Context): Pro
 		}
 	}
 
-	context.out(JSON.stringify(found.map((view) => inspectObject(view)), null, 4));
+	context.out(JSON.stringify(found.map((view) => inspectObject(view, containerViews)), null, 4));
 	if (errors.length === 1) {
 		throw errors[0]!;
 	}
@@ -46,7 +50,7 @@ export async function runInspect(options: InspectOptions, context: Context): Pro
 	}
 }
 
-export function inspectObject(view: EgressView): Record<string, unknown> {
+export function inspectObject(view: EgressView, containerViews: EgressView[] = []): Record<string, unknown> {
 	const { network } = view;
 	return {
 		Name: network.name,
@@ -65,5 +69,16 @@ export function inspectObject(view: EgressView): Record<string, unknown> {
 		FirewallBackend: view.backend || null,
 		Rules: view.rules,
 		Containers: view.containers.map((container) => ({ ID: container.id, Name: container.name, IPv4Address: container.ipv4Address })),
+		// Containers on it with an egress address of their own (label on the container): theirs wins.
+		ContainerEgress: containerViews
+			.filter((own) => own.network.container?.networkId === network.id && own.status !== 'stopped')
+			.map((own) => ({
+				ID: own.network.id,
+				Name: own.network.name,
+				Address: [own.network.container?.address, own.network.container?.address6].filter((address) => address !== undefined).join(','),
+				SourceIP: [own.network.sourceIp, own.network.sourceIpv6].filter((address) => address !== undefined && address !== '').join(','),
+				Status: own.status,
+				...(own.statusReason ? { StatusReason: own.statusReason } : {}),
+			})),
 	};
 }

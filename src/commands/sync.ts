@@ -3,6 +3,7 @@ import type { Argv } from 'yargs';
 import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import type { Step } from '../adapters/firewall.js';
 import type { SnatRule } from '../core/rules.js';
+import { subjectOf } from '../core/network.js';
 import { PartialSyncError } from '../errors.js';
 import { warn } from '../log.js';
 import { requireLocalEndpoint, type Context } from '../service/context.js';
@@ -42,16 +43,17 @@ export async function runSync(options: SyncOptions, context: Context): Promise<v
 		throw result.policyError;
 	}
 
-	const invalid = result.networks.filter((network) => network.problem).length;
-	if (invalid > 0) {
-		throw new PartialSyncError(invalid);
+	const invalid = result.networks.filter((network) => network.problem && !network.container).length;
+	const containers = new Set(result.networks.filter((network) => network.problem && network.container).map((network) => network.id)).size;
+	if (invalid + containers > 0) {
+		throw new PartialSyncError(invalid, containers);
 	}
 }
 
 export function reportInvalid(result: SyncResult): void {
 	for (const network of result.networks) {
 		if (network.problem) {
-			warn(`network ${network.name} ${network.blocked ? 'fails closed (its outbound traffic is dropped)' : 'skipped'}: ${network.problem}`);
+			warn(`${subjectOf(network)} ${network.blocked ? 'fails closed (its outbound traffic is dropped)' : 'skipped'}: ${network.problem}`);
 		}
 	}
 }

@@ -4,9 +4,9 @@
 import type { Argv } from 'yargs';
 import { EgressError, NotEgressNetworkError, UsageError } from '../errors.js';
 import type { Context } from '../service/context.js';
-import { egressViews } from '../service/status.js';
+import { egressViews, listEgressViews } from '../service/status.js';
 
-export type VerifyOptions = { network: string; url: string; image: string; timeout: number; format: 'text' | 'json' };
+export type VerifyOptions = { network?: string; container?: string; url: string; image: string; timeout: number; format: 'text' | 'json' };
 
 export const DEFAULT_VERIFY_IMAGE = 'busybox:stable';
 
@@ -23,7 +23,8 @@ const FETCH_SCRIPT = [
 
 export function verifyBuilder(yargs: Argv): Argv {
 	return yargs
-		.positional('network', { type: 'string', describe: 'Egress network to check', demandOption: true })
+		.positional('network', { type: 'string', describe: 'Egress network to check (or --container)' })
+		.option('container', { type: 'string', describe: 'Check a container with an egress address of its own: the fetch runs in its network namespace', requiresArg: true })
 		.option('url', { type: 'string', describe: 'A URL that answers with the caller\'s IP address', demandOption: true, requiresArg: true })
 		.option('image', { type: 'string', default: DEFAULT_VERIFY_IMAGE, describe: 'Image of the throwaway container (needs sh and curl, wget or nc)', requiresArg: true })
 		.option('timeout', { type: 'number', default: 10, describe: 'Seconds to wait for the answer', requiresArg: true })
@@ -39,18 +40,17 @@ export async function runVerify(options: VerifyOptions, context: Context): Promi
 		throw new UsageError(`invalid --timeout ${String(options.timeout)}: give seconds between 0 and 600`);
 	}
 
-	const docker = await context.docker();
-	const views = await egressViews(context);
-	const view = views.find((candidate) => candidate.network.name === options.network || candidate.network.id === options.network);
-	if (!view) {
-		await docker.inspectNetwork(options.network); // NetworkNotFoundError when it does not exist
-		throw new NotEgressNetworkError(options.network);
+	if ((options.network === undefined) === (options.container === undefined)) {
+		throw new UsageError('verify needs a NETWORK or --container NAME (one of them)');
 	}
 
-	const expected = [view.network.sourceIp, ...(view.network.sourceIpv6 === undefined ? [] : [view.network.sourceIpv6])];
+	const docker = await context.docker();
+	const target = options.container === undefined ? await networkTarget(options.network!, context) : await containerTarget(options.container, context);
+	const view = { network: { name: target.name } };
+	const expected = target.expected;
 	const run = await docker.runThrowaway({
 		image: options.image,
-		network: view.network.name,
+		network: target.networkMode,
 		cmd: ['sh', '-c', FETCH_SCRIPT],
 		env: [`URL=${options.url}`, `T=${Math.ceil(options.timeout)}`],
 		timeoutMs: options.timeout * 1000 + 2000,
@@ -58,7 +58,7 @@ export async function runVerify(options: VerifyOptions, context: Context): Promi
 	const observed = run.timedOut ? undefined : observedAddress(run.output);
 	const match = observed !== undefined && expected.includes(observed);
 	const result = {
-		Network: view.network.name,
+		...(target.kind === 'container' ? { Container: view.network.name } : { Network: view.network.name }),
 		Expected: expected,
 		Observed: observed ?? null,
 		Match: match,
@@ -69,7 +69,7 @@ export async function runVerify(options: VerifyOptions, context: Context): Promi
 	} else {
 		context.out(
 			[
-				`network   ${result.Network}`,
+				`${target.kind.padEnd(10)}${view.network.name}`,
 				`expected  ${expected.join(', ')}`,
 				`observed  ${observed ?? '-'}`,
 				`result    ${match ? 'match' : 'MISMATCH'}${result.Error ? ` (${result.Error})` : ''}`,
@@ -80,6 +80,36 @@ export async function runVerify(options: VerifyOptions, context: Context): Promi
 	if (!match) {
 		throw new EgressError(run.timedOut ? `verify ${view.network.name}: no answer from ${options.url} within ${options.timeout} s` : `verify ${view.network.name}: egress is ${observed ?? 'unknown'}, expected ${expected.join(' or ')}`);
 	}
+}
+
+type Target = { kind: 'network' | 'container'; name: string; expected: string[]; networkMode: string };
+
+async function networkTarget(network: string, context: Context): Promise<Target> {
+	const views = await egressViews(context);
+	const view = views.find((candidate) => candidate.network.name === network || candidate.network.id === network);
+	if (!view) {
+		await (await context.docker()).inspectNetwork(network); // NetworkNotFoundError when it does not exist
+		throw new NotEgressNetworkError(network);
+	}
+
+	return { kind: 'network', name: view.network.name, expected: [view.network.sourceIp, ...(view.network.sourceIpv6 === undefined ? [] : [view.network.sourceIpv6])], networkMode: view.network.name };
+}
+
+/** A running container with an egress address of its own: the fetch joins its network namespace. */
+async function containerTarget(container: string, context: Context): Promise<Target> {
+	const { containerViews } = await listEgressViews(context, undefined, { containers: true });
+	const matches = (id: string, name: string) => name === container || id === container;
+	const view = containerViews.find((candidate) => matches(candidate.network.id, candidate.network.name)) ?? containerViews.find((candidate) => candidate.network.id.startsWith(container));
+	if (!view) {
+		throw new EgressError(`container ${container} has no egress address of its own (no running container with the label docker-egress.source-ip or docker-egress.source-ipv6 has that name or ID)`);
+	}
+
+	if (view.status === 'stopped') {
+		throw new EgressError(`container ${view.network.name} is not running`);
+	}
+
+	const expected = [view.network.sourceIp, view.network.sourceIpv6].filter((address): address is string => address !== undefined && address !== '');
+	return { kind: 'container', name: view.network.name, expected, networkMode: `container:${view.network.id}` };
 }
 
 /** The first IPv4 or IPv6 address in the answer (services print it alone, or inside JSON/HTML). */

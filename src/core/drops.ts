@@ -11,6 +11,7 @@
 //   -I DOCKER-USER 1 -j DOCKER-EGRESS                             # FORWARD where there is no DOCKER-USER
 // The chain and its jump exist only while some network is blocked. DOCKER-USER is the chain Docker
 // keeps for its users ahead of its own rules, and never flushes; our jump goes first in it.
+import { cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr } from './address.js';
 import { blocksFamily, type EgressNetwork } from './network.js';
 import { CHAIN, quote, ruleComment, ruleTag, COMMENT_PREFIX } from './rules.js';
 import { optionValue, tokenize } from './save-words.js';
@@ -22,10 +23,27 @@ export const USER_CHAIN = 'DOCKER-USER';
 
 /** One drop per subnet of each blocked family of each network, in a stable order. */
 export function desiredDrops(networks: EgressNetwork[], family: 'ipv4' | 'ipv6' = 'ipv4'): DropRule[] {
-	return networks
-		.filter((network) => blocksFamily(network, family))
-		.flatMap((network) => (family === 'ipv4' ? network.subnets : network.subnets6).map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge })))
-		.sort((a, b) => compare(a.network, b.network) || compare(a.subnet, b.subnet));
+	const drops = (entries: EgressNetwork[]) =>
+		entries
+			.filter((network) => blocksFamily(network, family))
+			.flatMap((network) => (family === 'ipv4' ? network.subnets : network.subnets6).map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge })))
+			.sort((a, b) => compare(a.network, b.network) || compare(a.subnet, b.subnet));
+	const ofNetworks = drops(networks.filter((network) => !network.container));
+	// A container's address inside a subnet dropped already needs no drop of its own (nor may it
+	// have one: intervals of one nft set cannot overlap).
+	const ofContainers = drops(networks.filter((network) => network.container)).filter((rule) => !ofNetworks.some((drop) => within(rule.subnet, drop.subnet)));
+	return [...ofNetworks, ...ofContainers];
+}
+
+function within(address: string, subnet: string): boolean {
+	const [ip] = address.split('/');
+	if (address.includes(':')) {
+		const cidr = parseIpv6Cidr(subnet);
+		return cidr !== undefined && cidr6Contains(cidr, ip!);
+	}
+
+	const cidr = parseIpv4Cidr(subnet);
+	return cidr !== undefined && cidrContains(cidr, ip!);
 }
 
 export function dropKey(rule: DropRule): string {

@@ -69,7 +69,17 @@ export type EgressNetwork = {
 	blocked?: { ipv4: boolean; ipv6: boolean };
 	/** The only source problem is that the address is not on the host now: status `source-missing`. */
 	sourceMissing?: boolean;
+	/**
+	 * Set for a container's own egress address (core/container.ts): then id and name are the
+	 * container's, and subnets are its addresses on that network (/32, /128).
+	 */
+	container?: { network: string; networkId: string; running: boolean; address?: string; address6?: string };
 };
+
+/** How messages name an entry: `network NAME`, or `container NAME (network NET)`. */
+export function subjectOf(network: Pick<EgressNetwork, 'name' | 'container'>): string {
+	return network.container ? `container ${network.name} (network ${network.container.network})` : `network ${network.name}`;
+}
 
 /** Whether the network's traffic of this family is served by an SNAT rule. */
 export function servesFamily(network: EgressNetwork, family: 'ipv4' | 'ipv6'): boolean {

@@ -33,6 +33,7 @@ export const NFT_SOURCE_MAP = 'network_source';
 export const NFT_BRIDGE_SET = 'network_bridge';
 /** srcnat - 10: before every NAT chain registered at srcnat. */
 export const NFT_PRIORITY = 90;
+export const NFT_CONTAINER_MAP = 'container_source';
 export const NFT_FORWARD_CHAIN = 'forward';
 export const NFT_BLOCKED_SET = 'network_blocked';
 export const NFT_BRIDGES_SET = 'docker_bridges';
@@ -53,6 +54,8 @@ export type NftTableState = {
 	exists: boolean;
 	/** The map's elements, joined with the bridge of the same subnet from the set. */
 	elements: NftElement[];
+	/** The container map's elements (addresses as /32 or /128), when the table has that map. */
+	containers: NftElement[];
 	/** Subnets whose traffic is dropped (fail closed), with the network's name from the comment. */
 	blocked: Array<{ subnet: string; network?: string }>;
 	/** The Docker bridges the drop exempts. */
@@ -63,7 +66,7 @@ export type NftTableState = {
 	damage: string[];
 };
 
-export const absentTable: NftTableState = { exists: false, elements: [], blocked: [], bridges: [], intact: true, damage: [] };
+export const absentTable: NftTableState = { exists: false, elements: [], containers: [], blocked: [], bridges: [], intact: true, damage: [] };
 
 function familyOf(rule: { subnet: string }): NftFamily {
 	return rule.subnet.includes(':') ? 'ip6' : 'ip';
@@ -94,16 +97,39 @@ export function renderNft(
 			continue;
 		}
 
-		lines.push(`table ${family} ${NFT_TABLE} {}`, `delete table ${family} ${NFT_TABLE}`, ...tableText(family, mine, blocked, [...bridges].sort()));
+		lines.push(
+			`table ${family} ${NFT_TABLE} {}`,
+			`delete table ${family} ${NFT_TABLE}`,
+			...tableText(
+				family,
+				mine.filter((rule) => !rule.container),
+				mine.filter((rule) => rule.container),
+				blocked,
+				[...bridges].sort(),
+			),
+		);
 	}
 
 	return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
-function tableText(family: NftFamily, rules: SnatRule[], drops: DropRule[], bridges: string[]): string[] {
+function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[], drops: DropRule[], bridges: string[]): string[] {
 	const addr = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
 	const proto = family === 'ip' ? 'ip' : 'ip6';
 	const elements = (items: string[]) => (items.length === 0 ? [] : [`\t\telements = { ${items.join(', ')} }`]);
+	const bridgeSet =
+		drops.length === 0 && containers.length === 0 ? [] : [`\tset ${NFT_BRIDGES_SET} {`, '\t\ttype ifname', ...elements(bridges.map((bridge) => quote(bridge))), '\t}'];
+	const containerMap =
+		containers.length === 0
+			? []
+			: [
+					`\tmap ${NFT_CONTAINER_MAP} {`,
+					`\t\ttype ${addr} : ${addr}`,
+					...elements(containers.map((rule) => `${rule.subnet.split('/')[0]!} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
+					'\t}',
+				];
+	// Containers first: traffic to any Docker bridge (other containers) is not egress; a container's own address wins over its network's.
+	const containerRules = containers.length === 0 ? [] : [`\t\toifname @${NFT_BRIDGES_SET} return`, `\t\tsnat ${proto} to ${proto} saddr map @${NFT_CONTAINER_MAP}`];
 	const failClosed =
 		drops.length === 0
 			? []
@@ -112,10 +138,6 @@ function tableText(family: NftFamily, rules: SnatRule[], drops: DropRule[], brid
 					`\t\ttype ${addr}`,
 					'\t\tflags interval',
 					...elements(drops.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))}`)),
-					'\t}',
-					`\tset ${NFT_BRIDGES_SET} {`,
-					'\t\ttype ifname',
-					...elements(bridges.map((bridge) => quote(bridge))),
 					'\t}',
 					`\tchain ${NFT_FORWARD_CHAIN} {`,
 					`\t\ttype filter hook forward priority filter - ${-NFT_FORWARD_PRIORITY}; policy accept;`,
@@ -136,8 +158,11 @@ function tableText(family: NftFamily, rules: SnatRule[], drops: DropRule[], brid
 		'\t\tflags interval',
 		...elements(rules.map((rule) => `${rule.subnet} . ${quote(rule.bridge)}`)),
 		'\t}',
+		...containerMap,
+		...bridgeSet,
 		`\tchain ${NFT_CHAIN} {`,
 		`\t\ttype nat hook postrouting priority srcnat - ${100 - NFT_PRIORITY}; policy accept;`,
+		...containerRules,
 		`\t\t${proto} saddr . oifname @${NFT_BRIDGE_SET} return`,
 		`\t\tsnat ${proto} to ${proto} saddr map @${NFT_SOURCE_MAP}`,
 		'\t}',
@@ -154,6 +179,10 @@ export function nftDropText(rule: DropRule): string {
 /** The statements that serve one rule, as nft would take them (shown by `inspect`). */
 export function nftRuleText(rule: SnatRule): string[] {
 	const family = familyOf(rule);
+	if (rule.container) {
+		return [`element ${family} ${NFT_TABLE} ${NFT_CONTAINER_MAP} { ${rule.subnet.split('/')[0]!} : ${rule.sourceIp} }`];
+	}
+
 	return [
 		`element ${family} ${NFT_TABLE} ${NFT_SOURCE_MAP} { ${rule.subnet} : ${rule.sourceIp} }`,
 		`element ${family} ${NFT_TABLE} ${NFT_BRIDGE_SET} { ${rule.subnet} . ${quote(rule.bridge)} }`,
@@ -185,6 +214,8 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 	const rules: Json[] = [];
 	const forwardRules: Json[] = [];
 	const blocked: Array<{ subnet: string; network?: string }> = [];
+	const containers: NftElement[] = [];
+	let containerMap = false;
 	let bridgeNames: string[] | undefined;
 	let blockedSet = false;
 	for (const item of items) {
@@ -214,6 +245,18 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 					damage.push(`unreadable element in set ${NFT_BRIDGE_SET}: ${JSON.stringify(element)}`);
 				} else {
 					bridges.set(subnet, concat[1]);
+				}
+			}
+		} else if (kind === 'map' && object['name'] === NFT_CONTAINER_MAP) {
+			containerMap = true;
+			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
+				const [key, data] = element as [unknown, unknown];
+				const { value: address, comment: name } = elementValue(key);
+				const parsed = { subnet: prefixText(address, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }) };
+				if (parsed.subnet === undefined || parsed.sourceIp === undefined) {
+					damage.push(`unreadable element in map ${NFT_CONTAINER_MAP}: ${JSON.stringify(element)}`);
+				} else {
+					containers.push(parsed as NftElement);
 				}
 			}
 		} else if (kind === 'set' && object['name'] === NFT_BLOCKED_SET) {
@@ -249,11 +292,16 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 	}
 
 	const shapes = rules.map((rule) => ruleShape(rule['expr'] as Json[] | undefined, family));
-	if (shapes.length !== 2 || shapes[0] !== 'bridge-return' || shapes[1] !== 'snat-map') {
-		damage.push(`chain ${NFT_CHAIN} does not hold exactly our two rules (found: ${shapes.join(', ') || 'none'})`);
+	const expected = containerMap ? ['bridges-return', 'container-snat', 'bridge-return', 'snat-map'] : ['bridge-return', 'snat-map'];
+	if (shapes.length !== expected.length || shapes.some((shape, i) => shape !== expected[i])) {
+		damage.push(`chain ${NFT_CHAIN} does not hold exactly our ${expected.length === 2 ? 'two' : 'four'} rules (found: ${shapes.join(', ') || 'none'})`);
 	}
 
-	if (forward || blockedSet || bridgeNames) {
+	if (containerMap && !bridgeNames) {
+		damage.push(`set ${NFT_BRIDGES_SET} is missing`);
+	}
+
+	if (forward || blockedSet) {
 		if (!forward || !blockedSet || !bridgeNames) {
 			damage.push(`the fail-closed layout is incomplete (chain ${NFT_FORWARD_CHAIN}, sets ${NFT_BLOCKED_SET} and ${NFT_BRIDGES_SET})`);
 		} else if (forward['type'] !== 'filter' || forward['hook'] !== 'forward' || forward['prio'] !== NFT_FORWARD_PRIORITY || forward['policy'] !== 'accept') {
@@ -276,7 +324,7 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 		}
 	}
 
-	return { exists: true, elements, blocked, bridges: bridgeNames ?? [], intact: damage.length === 0, damage };
+	return { exists: true, elements, containers, blocked, bridges: bridgeNames ?? [], intact: damage.length === 0, damage };
 }
 
 /** Which of the forward chain's two rules this is, by structure. */
@@ -343,6 +391,11 @@ function ruleShape(expr: Json[] | undefined, family: NftFamily): string {
 	};
 	if (statements.length === 2 && 'return' in statements[1]!) {
 		const match = statements[0]!['match'] as Json | undefined;
+		const oif = (match?.['left'] as Json | undefined)?.['meta'] as Json | undefined;
+		if (match?.['op'] === '==' && match['right'] === `@${NFT_BRIDGES_SET}` && oif?.['key'] === 'oifname') {
+			return 'bridges-return';
+		}
+
 		const concat = (match?.['left'] as Json | undefined)?.['concat'] as unknown[] | undefined;
 		const meta = (concat?.[1] as Json | undefined)?.['meta'] as Json | undefined;
 		if (match?.['op'] === '==' && match['right'] === `@${NFT_BRIDGE_SET}` && concat?.length === 2 && isSaddr(concat[0]) && meta?.['key'] === 'oifname') {
@@ -355,6 +408,10 @@ function ruleShape(expr: Json[] | undefined, family: NftFamily): string {
 		if (map && isSaddr(map['key']) && map['data'] === `@${NFT_SOURCE_MAP}`) {
 			return 'snat-map';
 		}
+
+		if (map && isSaddr(map['key']) && map['data'] === `@${NFT_CONTAINER_MAP}`) {
+			return 'container-snat';
+		}
 	}
 
 	return `other rule ${JSON.stringify(statements).slice(0, 200)}`;
@@ -362,7 +419,8 @@ function ruleShape(expr: Json[] | undefined, family: NftFamily): string {
 
 /** The rules our tables serve now, as SnatRules (network from the element's comment, or '?'). */
 export function nftRules(tables: Partial<Record<NftFamily, NftTableState>>): SnatRule[] {
-	return nftFamilies.flatMap((family) =>
-		(tables[family]?.elements ?? []).map((element) => ({ network: element.network ?? '?', subnet: element.subnet, bridge: element.bridge ?? '', sourceIp: element.sourceIp })),
-	);
+	return nftFamilies.flatMap((family) => [
+		...(tables[family]?.containers ?? []).map((element) => ({ network: element.network ?? '?', subnet: element.subnet, bridge: '', sourceIp: element.sourceIp, container: true })),
+		...(tables[family]?.elements ?? []).map((element) => ({ network: element.network ?? '?', subnet: element.subnet, bridge: element.bridge ?? '', sourceIp: element.sourceIp })),
+	]);
 }

@@ -85,14 +85,14 @@ export function uplinkFor(network: { sourceIp: string; gateway?: string }, facts
 export function attachUplinks(networks: EgressNetwork[], facts: RoutingFacts): EgressNetwork[] {
 	return networks.map((network) => {
 		let result = network;
-		if (servesFamily(network, 'ipv4')) {
+		if (servesFamily(network, 'ipv4') && network.subnets.length > 0) {
 			const uplink = uplinkFor({ sourceIp: network.sourceIp, ...(network.gateway ? { gateway: network.gateway } : {}) }, facts);
 			if (uplink !== undefined) {
 				result = 'problem' in uplink ? blockFamily(result, 'ipv4', uplink.problem) : { ...result, uplink };
 			}
 		}
 
-		if (network.sourceIpv6 !== undefined && servesFamily(result, 'ipv6')) {
+		if (network.sourceIpv6 !== undefined && servesFamily(result, 'ipv6') && network.subnets6.length > 0) {
 			const uplink6 = uplinkFor({ sourceIp: network.sourceIpv6, ...(network.gateway6 ? { gateway: network.gateway6 } : {}) }, facts, 'ipv6');
 			if (uplink6 !== undefined) {
 				result = 'problem' in uplink6 ? blockFamily(result, 'ipv6', uplink6.problem) : { ...result, uplink6 };

@@ -21,6 +21,8 @@ export type SnatRule = {
 	subnet: string;
 	bridge: string;
 	sourceIp: string;
+	/** A container's own address (a /32 or /128 looked up before the networks' subnets). */
+	container?: boolean;
 };
 
 /**
@@ -61,18 +63,22 @@ export function ruleKey(rule: SnatRule): string {
 	return [rule.subnet, rule.bridge, rule.sourceIp, ruleTag(rule)].join(' ');
 }
 
-/** One rule per subnet of every valid egress network, in a stable order (IPv6: for ip6tables). */
+/**
+ * One rule per subnet of every valid egress network, in a stable order (IPv6: for ip6tables):
+ * containers' own addresses first, since they win over their network's.
+ */
 export function desiredRules(networks: EgressNetwork[], family: 'ipv4' | 'ipv6' = 'ipv4'): SnatRule[] {
 	return networks
 		.filter((network) => servesFamily(network, family))
-		.flatMap((network) =>
-			family === 'ipv4'
-				? network.subnets.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIp }))
+		.flatMap((network) => {
+			const tag = network.container ? { container: true } : {};
+			return family === 'ipv4'
+				? network.subnets.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIp, ...tag }))
 				: network.sourceIpv6 === undefined
 					? []
-					: network.subnets6.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6! })),
-		)
-		.sort((a, b) => compare(a.network, b.network) || compare(ruleKey(a), ruleKey(b)));
+					: network.subnets6.map((subnet) => ({ network: network.name, id: network.id, subnet, bridge: network.bridge, sourceIp: network.sourceIpv6!, ...tag }));
+		})
+		.sort((a, b) => Number(b.container ?? false) - Number(a.container ?? false) || compare(a.network, b.network) || compare(ruleKey(a), ruleKey(b)));
 }
 
 export type NatState = {

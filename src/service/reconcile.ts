@@ -4,9 +4,11 @@
 // iptables-restore per family), then the policy-routing rules and tables. create, rm, set, unset,
 // sync — and watch — all end here.
 import type { FirewallBackend, FirewallPlan, FirewallState } from '../adapters/firewall.js';
+import { forgetFlows } from '../adapters/conntrack.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
+import { egressContainers } from '../core/container.js';
 import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
 import { desiredDrops } from '../core/drops.js';
@@ -18,6 +20,7 @@ import type { Context } from './context.js';
 export type ObservedState = {
 	dockerNetworks: DockerNetwork[];
 	policies: Policy[];
+	/** Egress networks, then each labelled container's entry per network (`container` set). */
 	networks: EgressNetwork[];
 	/** What the firewall backend holds of ours (and what runs before it). */
 	firewall: FirewallState;
@@ -47,15 +50,18 @@ export async function observe(context: Context): Promise<ObservedState> {
 	// loads: it is loaded only after this synchronous turn.
 	const backend = context.firewall();
 	const docker = Promise.resolve().then(async () => context.docker());
-	const [dockerNetworks, { host, routing }, firewall, read] = await Promise.all([
+	const [dockerNetworks, containers, { host, routing }, firewall, read] = await Promise.all([
 		docker.then(async (client) => client.listNetworks()),
+		docker.then(async (client) => client.listContainers()),
 		readIpState(),
 		backend.then(async (fw) => fw.read({ ipv6: true, leftovers: true })),
 		context.policies.readOrLastGood(),
 	]);
 	const policies = read.policies ?? [];
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
-	const networks = attachUplinks(egressNetworks(dockerNetworks, addresses, policies, host.routes), { addresses, routes: host.mainRoutes, links: host.links });
+	const facts = { addresses, routes: host.mainRoutes, links: host.links };
+	const served = attachUplinks(egressNetworks(dockerNetworks, addresses, policies, host.routes), facts);
+	const networks = [...served, ...attachUplinks(egressContainers(containers, dockerNetworks, served, addresses), facts)];
 	return {
 		dockerNetworks,
 		policies,
@@ -74,7 +80,7 @@ export async function observe(context: Context): Promise<ObservedState> {
  * network without its rule loses its egress address. Rules of networks that are gone still go.
  */
 function keepUnknown(removed: SnatRule[], state: ObservedState): SnatRule[] {
-	const labelled = new Set(state.networks.map((network) => network.name));
+	const labelled = new Set(state.networks.filter((network) => !network.container).map((network) => network.name));
 	// A rule read back names its network by name (nftables, older iptables rules) or short ID (iptables).
 	const others = new Set(state.dockerNetworks.filter((network) => !labelled.has(network.name)).flatMap((network) => [network.name, network.id.slice(0, 12)]));
 	return removed.filter((rule) => others.has(ruleTag(rule)) || others.has(rule.network));
@@ -118,6 +124,7 @@ export async function reconcile(context: Context, options: ReconcileOptions = {}
 		try {
 			await backend.apply(plan);
 			await applyRouting(routingDiff);
+			await forgetContainerFlows(plan);
 			return { ...result, applied: true };
 		} catch (error) {
 			if (attempt >= 2) {
@@ -126,5 +133,19 @@ export async function reconcile(context: Context, options: ReconcileOptions = {}
 
 			debug(`apply failed, retrying from a fresh read: ${(error as Error).message}`);
 		}
+	}
+}
+
+/**
+ * A container's rule that went (it stopped, was removed or disconnected, or its address changed):
+ * the flows tracked for that address are forgotten, so an address Docker gives to the next
+ * container never carries the old translation.
+ */
+async function forgetContainerFlows(plan: FirewallPlan): Promise<void> {
+	const addresses = new Set(plan.removed.filter((rule) => rule.container || /\/(32|128)$/.test(rule.subnet)).map((rule) => rule.subnet.split('/')[0]!));
+	for (const address of addresses) {
+		await forgetFlows(address).catch((error: unknown) => {
+			debug(`conntrack -D -s ${address}: ${(error as Error).message}`);
+		});
 	}
 }

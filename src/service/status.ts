@@ -5,7 +5,8 @@ import { isLocalEndpoint } from '../adapters/endpoint.js';
 import type { ContainerOnNetwork } from '../adapters/docker.js';
 import type { RuleCheck } from '../adapters/firewall.js';
 import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
-import { dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { egressContainers } from '../core/container.js';
+import { SOURCE_IPV6_LABEL, dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
@@ -21,7 +22,7 @@ export class FirewallUnreadableError extends EgressError {
 	}
 }
 
-export type RuleStatus = 'active' | 'missing' | 'shadowed' | 'invalid' | 'source-missing' | 'unknown';
+export type RuleStatus = 'active' | 'missing' | 'shadowed' | 'invalid' | 'source-missing' | 'stopped' | 'unknown';
 
 export type EgressView = {
 	network: EgressNetwork;
@@ -51,7 +52,11 @@ export async function egressViews(context: Context, select?: (network: DockerNet
  * labelled networks are listed all the same (and the last good policies, if this process has
  * them), and the error comes back for the caller to report after its output.
  */
-export async function listEgressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<{ views: EgressView[]; policyError?: StateFileError; firewallError?: FirewallUnreadableError }> {
+export async function listEgressViews(
+	context: Context,
+	select?: (network: DockerNetwork) => boolean,
+	options: { containers?: boolean } = {},
+): Promise<{ views: EgressView[]; containerViews: EgressView[]; policyError?: StateFileError; firewallError?: FirewallUnreadableError }> {
 	const local = isLocalEndpoint(context.endpoint);
 	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
 	// loads: it is loaded only after this synchronous turn.
@@ -61,8 +66,9 @@ export async function listEgressViews(context: Context, select?: (network: Docke
 	const policyRead: Promise<PoliciesRead> = local ? context.policies.readOrLastGood() : Promise.resolve({ policies: [] });
 	const policiesRead = policyRead.then((read) => read.policies ?? []);
 	// The IPv6 half of the host's state only where some network egresses over IPv6.
-	const wantsIpv6 = Promise.all([listed, policiesRead]).then(
-		([all, policies]) => egressNetworks(all, undefined, policies).some((network) => network.sourceIpv6 !== undefined),
+	const listedContainers = options.containers ? docker.then(async (client) => client.listContainers()) : Promise.resolve([]);
+	const wantsIpv6 = Promise.all([listed, policiesRead, listedContainers]).then(
+		([all, policies, labelled]) => egressNetworks(all, undefined, policies).some((network) => network.sourceIpv6 !== undefined) || labelled.some((container) => SOURCE_IPV6_LABEL in container.labels),
 		() => false, // the command fails on that error anyway
 	);
 	// A firewall that cannot be read (no iptables or nft at all, no permission) leaves the rules'
@@ -70,9 +76,10 @@ export async function listEgressViews(context: Context, select?: (network: Docke
 	const firewallRead = backendReady
 		?.then(async (fw) => ({ backend: fw, state: await fw.read({ ipv6: await wantsIpv6, leftovers: false }) }))
 		.catch((error: unknown) => ({ error: error as Error }));
-	const [dockerNetworks, containers, ipState, read, policies, { error: policyError }] = await Promise.all([
+	const [dockerNetworks, containers, labelledContainers, ipState, read, policies, { error: policyError }] = await Promise.all([
 		listed,
 		docker.then(async (client) => client.containersOnNetworks()),
+		listedContainers,
 		local ? readIpState({ ipv6: wantsIpv6 }) : undefined,
 		firewallRead,
 		policiesRead,
@@ -85,6 +92,10 @@ export async function listEgressViews(context: Context, select?: (network: Docke
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
 	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies, host?.routes);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
+	// Containers are judged against every egress network (a container on one that fails closed fails with it).
+	const allNetworks = select ? egressNetworks(dockerNetworks, addresses, policies, host?.routes) : labelled;
+	const ownAddresses = egressContainers(labelledContainers, dockerNetworks, allNetworks, addresses);
+	const containerEntries = host && addresses ? attachUplinks(ownAddresses, { addresses, routes: host.mainRoutes, links: host.links }) : ownAddresses;
 	const bridges = dockerBridges(dockerNetworks);
 	const rpFilters = new Map<string, number | undefined>();
 	for (const network of networks) {
@@ -93,11 +104,13 @@ export async function listEgressViews(context: Context, select?: (network: Docke
 		}
 	}
 
-	const views = networks.map((network): EgressView => {
+	const view = (network: EgressNetwork): EgressView => {
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
 		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
-		const status: RuleStatus = network.problem
+		const status: RuleStatus = network.container && !network.container.running
+			? 'stopped'
+			: network.problem
 			? network.sourceMissing
 				? 'source-missing'
 				: 'invalid'
@@ -126,11 +139,11 @@ export async function listEgressViews(context: Context, select?: (network: Docke
 			...(statusReason === undefined ? {} : { statusReason }),
 			backend: backend?.name ?? '',
 			rules: backend ? backend.ruleTexts(rules, drops) : [],
-			containers: containers.filter((container) => container.networkId === network.id),
+			containers: network.container ? [] : containers.filter((container) => container.networkId === network.id),
 		};
-	});
+	};
 
-	return { views, ...(policyError ? { policyError } : {}), ...(firewallError ? { firewallError } : {}) };
+	return { views: networks.map(view), containerViews: containerEntries.map(view), ...(policyError ? { policyError } : {}), ...(firewallError ? { firewallError } : {}) };
 }
 
 /** What fail-closed does for a network with a source problem: its traffic dropped, or why not. */

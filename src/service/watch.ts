@@ -16,6 +16,7 @@ import { RULES_LOCK, acquireLock } from '../adapters/lock.js';
 import { applyRouting, readRouting } from '../adapters/routing.js';
 import { desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingPlan } from '../core/routing.js';
 import type { Desired, FirewallBackend, FirewallPlan } from '../adapters/firewall.js';
+import type { EgressNetwork } from '../core/network.js';
 import { DaemonNotAnsweringError, DaemonUnreachableError, InterruptedError, reason } from '../errors.js';
 import type { Context } from './context.js';
 import type { Logger } from './logger.js';
@@ -293,7 +294,7 @@ export class Watcher {
 
 		try {
 			const backend = await this.context.firewall();
-			const [state, routing] = await Promise.all([backend.read({ ipv6: desired.ipv6.length > 0, leftovers: false }), readRouting()]);
+			const [state, routing] = await Promise.all([backend.read({ ipv6: desired.ipv6.length > 0 || desired.drops.some((rule) => rule.subnet.includes(':')), leftovers: false }), readRouting()]);
 			if (backend.plan(state, desired, this.bridges).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
 				this.pending ??= trigger;
 				await this.drain();
@@ -392,7 +393,7 @@ export class Watcher {
 		}
 
 		const backend = await this.context.firewall();
-		const plan = backend.plan(await backend.read({ ipv6: this.desired.ipv6.length > 0, leftovers: false }), this.desired, this.bridges);
+		const plan = backend.plan(await backend.read({ ipv6: this.desired.ipv6.length > 0 || this.desired.drops.some((rule) => rule.subnet.includes(':')), leftovers: false }), this.desired, this.bridges);
 		if (plan.changed) {
 			await backend.apply(plan);
 			this.report(plan, trigger, true);
@@ -436,21 +437,23 @@ export class Watcher {
 	 * closed (its source cannot be served: its traffic is dropped) says so, and says when it is served again.
 	 */
 	private reportSkipped(result: SyncResult): void {
-		const now = new Map(result.networks.filter((network) => network.problem).map((network) => [network.name, network]));
+		const key = (network: EgressNetwork) => (network.container ? `container ${network.id} ${network.container.networkId}` : `network ${network.name}`);
+		const fields = (network: EgressNetwork) => (network.container ? { container: network.name, network: network.container.network } : { network: network.name });
+		const now = new Map(result.networks.filter((network) => network.problem).map((network) => [key(network), network]));
 		for (const [name, network] of now) {
 			if (this.skipped.get(name) !== network.problem) {
 				if (network.blocked) {
-					this.log.warn('network fails closed', { network: name, status: network.sourceMissing ? 'source-missing' : 'invalid', problem: network.problem!, dropped: [network.blocked.ipv4 ? 'ipv4' : '', network.blocked.ipv6 ? 'ipv6' : ''].filter(Boolean).join(',') });
+					this.log.warn(network.container ? 'container fails closed' : 'network fails closed', { ...fields(network), status: network.sourceMissing ? 'source-missing' : 'invalid', problem: network.problem!, dropped: [network.blocked.ipv4 ? 'ipv4' : '', network.blocked.ipv6 ? 'ipv6' : ''].filter(Boolean).join(',') });
 				} else {
-					this.log.warn('network skipped', { network: name, problem: network.problem! });
+					this.log.warn(network.container ? 'container skipped' : 'network skipped', { ...fields(network), problem: network.problem! });
 				}
 			}
 		}
 
 		for (const name of this.skipped.keys()) {
-			const network = result.networks.find((candidate) => candidate.name === name);
+			const network = result.networks.find((candidate) => key(candidate) === name);
 			if (network && !network.problem) {
-				this.log.info('network served again', { network: name, source_ip: network.sourceIp });
+				this.log.info(network.container ? 'container served again' : 'network served again', { ...fields(network), source_ip: network.sourceIp });
 			}
 		}
 
@@ -461,7 +464,6 @@ export class Watcher {
 	}
 }
 
-/** What watch follows besides Docker's events, for its first log line. */
 function follows(backend: FirewallBackend): string {
 	return firewallMonitor(backend) ? 'docker events, addresses and routes, firewall rule changes' : 'docker events, addresses and routes (no firewall notifications with iptables-legacy: drift check every interval)';
 }
