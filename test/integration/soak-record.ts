@@ -7,9 +7,12 @@
 // on the host can close: right after someone else deleted our rules (a flush of our chain, our
 // table deleted), a new connection takes Docker's own path until watch writes them again, so it
 // leaves as the primary address (Docker's masquerade on) or with its private address (masquerade
-// off). Such an answer is an "exposure", not a breach, if it is exactly that address, comes before
-// the network was seen egressing from its own address again after the deletion, and within
-// `exposureMs` of it. SOAK_STRICT=1 counts exposures as breaches too.
+// off). Such an answer is an "exposure", not a breach, if it is exactly that address and its probe
+// started before our rules were seen back in the firewall after the deletion (the prober looks
+// every round), before the network was seen egressing from its own address again, and within
+// `exposureMs` of the deletion (a backstop). So once watch has rewritten the rules, any foreign
+// answer is a breach: a network left out of the rewrite (its source address gone) must not leak.
+// SOAK_STRICT=1 counts exposures as breaches too.
 
 export const FAULT_KINDS = ['address', 'stop', 'restart', 'flush', 'delete', 'churn'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -167,6 +170,8 @@ export class SoakRecord {
 	readonly judged: Judged[] = [];
 	readonly adminMissing: { at: number; missing: string[] }[] = [];
 	readonly problems: string[] = [];
+	/** The prober's reads of the firewall: did our rules exist? */
+	private readonly ruleReads: { start: number; end: number; present: boolean }[] = [];
 	private readonly t0 = Date.now();
 
 	constructor(
@@ -223,6 +228,16 @@ export class SoakRecord {
 		return judged;
 	}
 
+	/** A read of our rules that began at `start` found them in place (or not). */
+	rulesRead(start: number, present: boolean): void {
+		this.ruleReads.push({ start, end: this.now(), present });
+	}
+
+	/** When our rules were first seen back after `since` (by a read that began after it), if they were. */
+	private rulesBackAfter(since: number): number | undefined {
+		return this.ruleReads.find((read) => read.start >= since && read.present)?.end;
+	}
+
 	/** The rule removal that explains this foreign answer, if one does (see the header). */
 	private exposureWindow(network: ProbedNetwork, probe: Probe): Episode | undefined {
 		if (probe.seen === undefined || !withoutOurRule(network, this.primary, probe.seen)) return undefined;
@@ -230,6 +245,8 @@ export class SoakRecord {
 		if (!removal) return undefined;
 		const removedAt = removal.end ?? probe.end;
 		if (probe.start > removedAt + this.settings.exposureMs) return undefined;
+		const back = this.rulesBackAfter(removedAt);
+		if (back !== undefined && probe.start > back) return undefined;
 		const healedSince = this.judged.some((j) => j.network === network.name && j.verdict === 'own' && j.start >= removedAt);
 		return healedSince ? undefined : removal;
 	}
@@ -334,14 +351,15 @@ export class SoakRecord {
 			const ms = worst.ms === undefined ? 'never' : `${(worst.ms / 1000).toFixed(1)} s`;
 			lines.push(`    ${kind.padEnd(7)} ${ms} (${worst.network.name} after ${SoakRecord.at(worst.episode.start)} ${worst.episode.what})`);
 		}
-		const exposures = this.judged.filter((j) => j.verdict === 'exposure');
+		const exposures = this.judged.filter((j) => j.verdict === 'exposure').sort((a, b) => a.start - b.start);
 		if (exposures.length) {
 			lines.push(`  exposures (a foreign answer right after our rules were removed by someone else, before watch rewrote them):`);
-			for (const j of exposures) {
+			for (const j of exposures.slice(0, 40)) {
 				const n = this.networks.find((x) => x.name === j.network)!;
 				const after = Math.max(0, j.start - (j.after!.end ?? j.start));
 				lines.push(`    ${SoakRecord.at(j.start)} ${j.network} seen as ${describeAddress(n, this.primary, j.seen!)}${j.witness ? ' by the echo server' : ''}, ${(after / 1000).toFixed(1)} s after "${j.after!.what}"`);
 			}
+			if (exposures.length > 40) lines.push(`    … and ${exposures.length - 40} more`);
 		}
 		const total = this.judged.filter((j) => !j.witness).length;
 		const healedAll = heals.filter((h) => h.ms !== undefined).map((h) => h.ms!);
@@ -353,9 +371,10 @@ export class SoakRecord {
 		return lines.join('\n');
 	}
 
-	/** One line per breach, for the failure message. */
+	/** One line per breach (the first 40, then a count), for the failure message. */
 	breachLines(): string[] {
-		return this.breaches().map((j) => {
+		const all = this.breaches().sort((a, b) => a.start - b.start);
+		const lines = all.slice(0, 40).map((j) => {
 			const n = this.networks.find((x) => x.name === j.network)!;
 			const active = this.episodes.filter((e) => e.start <= j.end && (e.end ?? Infinity) >= j.start).map((e) => `${e.kind}: ${e.what}`);
 			const last = this.episodes.filter((e) => e.start <= j.start).at(-1);
@@ -364,5 +383,7 @@ export class SoakRecord {
 				(active.length ? `during: ${active.join(' | ')}` : `no fault going on; last: ${last ? `${SoakRecord.at(last.start)} ${last.kind}: ${last.what}` : 'none'}`)
 			);
 		});
+		if (all.length > 40) lines.push(`… and ${all.length - 40} more breaches`);
+		return lines;
 	}
 }

@@ -26,7 +26,7 @@ import anyTest from 'ava';
 import { execa } from 'execa';
 import { findExecutable } from '../helpers/prereqs.js';
 import { PRIMARY_ADDRESS, PROBE_IMAGE, useSandbox, type Sandbox } from '../helpers/sandbox.js';
-import { NFT, deleteEgressTable, firewallBackend, flushEgressRules, sleep } from './firewall.js';
+import { NFT, deleteEgressTable, egressRules, firewallBackend, flushEgressRules, saveTable, sleep } from './firewall.js';
 import { egress, labelledNetwork, startWatch } from './watch-helpers.js';
 import { Random, SoakRecord, soakSettings, type Episode, type ProbedNetwork } from './soak-record.js';
 
@@ -171,6 +171,14 @@ async function missingAdminRules(sb: Sandbox, record: SoakRecord, nftSnapshot: s
 	return missing;
 }
 
+/** Whether our rules are in the firewall (with nftables: a table whose chain SNATs through its map). */
+async function ourRulesPresent(sb: Sandbox): Promise<boolean> {
+	if (backend === 'nftables') return (await egressRules(sb)).length > 0;
+	const nat = await saveTable(sb, 'nat');
+	const lines = nat.split('\n');
+	return lines.some((line) => line.startsWith('-A POSTROUTING ') && line.endsWith(' -j DOCKER-EGRESS')) && lines.some((line) => line.startsWith('-A DOCKER-EGRESS '));
+}
+
 /** Our rules all gone, the hard way: the nft table, or the jump and the chain. */
 async function deleteOurs(sb: Sandbox): Promise<void> {
 	if (backend === 'nftables') {
@@ -248,6 +256,10 @@ test.serial('fault soak: every egress network egresses from its own address or n
 					record.add({ network: n.name, start, end: record.now(), seen, ...(note ? { note } : {}) });
 				}),
 				(async () => record.adminCheck(await missingAdminRules(sb, record, nftSnapshot)))(),
+				(async () => {
+					const start = record.now();
+					record.rulesRead(start, await ourRulesPresent(sb).catch(() => false));
+				})(),
 			]);
 			// What the echo server saw that no answer told: a private source (probes of this round are done).
 			const since = lastWitness;
