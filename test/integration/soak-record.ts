@@ -343,6 +343,11 @@ export class SoakRecord {
 					`probes ${mine.length}${all.length > mine.length ? ` (+${all.length - mine.length} leaks seen by the echo server only)` : ''}, own ${count('own')}, no answer ${count('no answer')}, exposures ${count('exposure')}, breaches ${count('breach')}, longest heal ${longest}`,
 			);
 		}
+		const timelines = this.timelines();
+		if (timelines.length) {
+			lines.push("  timeline, one character a probe round (~1 s; '.' own address, '_' no answer, 'e' exposure, 'x' breach; capital: seen by the echo server only):");
+			lines.push(...timelines.map((line) => `    ${line}`));
+		}
 		lines.push('  longest heal by fault kind:');
 		for (const kind of FAULT_KINDS) {
 			const of = heals.filter((h) => h.episode.kind === kind);
@@ -371,6 +376,24 @@ export class SoakRecord {
 		return lines.join('\n');
 	}
 
+	/** Per network, one character a probe (none past 900 rounds: too long to read). */
+	private timelines(): string[] {
+		const marks: Record<Verdict, string> = { own: '.', 'no answer': '_', exposure: 'e', breach: 'x' };
+		const width = Math.max(...this.networks.map((n) => n.name.length));
+		const result: string[] = [];
+		for (const n of this.networks) {
+			const probes = this.judged.filter((j) => j.network === n.name && !j.witness).sort((a, b) => a.start - b.start);
+			if (probes.length > 900) return [];
+			const chars = probes.map((j) => marks[j.verdict]);
+			for (const w of this.judged.filter((j) => j.network === n.name && j.witness)) {
+				const i = probes.findIndex((j) => j.start >= w.start && j.start <= w.end);
+				if (i >= 0) chars[i] = marks[w.verdict].toUpperCase();
+			}
+			result.push(`${n.name.padEnd(width)} ${chars.join('')}`);
+		}
+		return result;
+	}
+
 	/** One line per breach (the first 40, then a count), for the failure message. */
 	breachLines(): string[] {
 		const all = this.breaches().sort((a, b) => a.start - b.start);
@@ -378,9 +401,15 @@ export class SoakRecord {
 			const n = this.networks.find((x) => x.name === j.network)!;
 			const active = this.episodes.filter((e) => e.start <= j.end && (e.end ?? Infinity) >= j.start).map((e) => `${e.kind}: ${e.what}`);
 			const last = this.episodes.filter((e) => e.start <= j.start).at(-1);
+			// The latest fault of each kind that touched this network, the two most recent kinds.
+			const latest = new Map<FaultKind, Episode>();
+			for (const e of this.episodes) if (e.start <= j.start && SoakRecord.affects(e, n)) latest.set(e.kind, e);
+			const touching = [...latest.values()].sort((a, b) => a.start - b.start).slice(-2).filter((e) => e !== last);
+			const cause = touching.length ? ` (before that, it was touched by: ${touching.map((e) => `${SoakRecord.at(e.start)} ${e.kind}: ${e.what}`).join(' | ')})` : '';
 			return (
 				`${SoakRecord.at(j.start)}${j.witness ? `..${SoakRecord.at(j.end).trim()}` : ''} ${n.name} (source ${n.sourceIp}) egressed as ${describeAddress(n, this.primary, j.seen!)}${j.witness ? ' (seen by the echo server)' : ''}; ` +
-				(active.length ? `during: ${active.join(' | ')}` : `no fault going on; last: ${last ? `${SoakRecord.at(last.start)} ${last.kind}: ${last.what}` : 'none'}`)
+				(active.length ? `during: ${active.join(' | ')}` : `no fault going on; last: ${last ? `${SoakRecord.at(last.start)} ${last.kind}: ${last.what}` : 'none'}`) +
+				cause
 			);
 		});
 		if (all.length > 40) lines.push(`… and ${all.length - 40} more breaches`);

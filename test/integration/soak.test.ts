@@ -10,9 +10,10 @@
 // that reaches its port 80 in a set of its own (the witness), read and emptied after each round of
 // probes: Docker 28 and 29 drop the answer to a leaked private address on its way back to the
 // container (raw PREROUTING: no direct access to a container from outside), so only the echo server
-// sees those leaks. Probes run in the container's network
-// namespace (nsenter by the container's PID, the host's static busybox nc), so they need no daemon
-// and go on while it is stopped or restarting; PIDs are refreshed whenever the daemon answers.
+// sees those leaks. Probes run in the container's network namespace (nsenter by the container's
+// PID, the host's static busybox nc), so they need no daemon and go on while it is stopped or
+// restarting; PIDs are refreshed whenever the daemon answers, and a PID is only used while it still
+// has the network namespace it had (never a reused PID's).
 //
 // Knobs (environment): SOAK_SECONDS (default 75: the seconds of faults; the test stays ~2 min),
 // SOAK_SEED (replay a sequence; the seed is always printed), SOAK_FAULTS (a comma list of
