@@ -345,7 +345,7 @@ export class SoakRecord {
 		}
 		const timelines = this.timelines();
 		if (timelines.length) {
-			lines.push("  timeline, one character a probe round (~1 s; '.' own address, '_' no answer, 'e' exposure, 'x' breach; capital: seen by the echo server only):");
+			lines.push("  timeline, one character a probe round (1 s; 2-3 s when a probe gets no answer; '.' own address, '_' no answer, 'e' exposure, 'x' breach; capital: seen by the echo server only):");
 			lines.push(...timelines.map((line) => `    ${line}`));
 		}
 		lines.push('  longest heal by fault kind:');
