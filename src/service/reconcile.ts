@@ -8,7 +8,7 @@ import { forgetFlows } from '../adapters/conntrack.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
-import { egressContainers } from '../core/container.js';
+import { egressContainers, type DockerContainer } from '../core/container.js';
 import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
 import { desiredDrops } from '../core/drops.js';
@@ -19,6 +19,7 @@ import type { Context } from './context.js';
 
 export type ObservedState = {
 	dockerNetworks: DockerNetwork[];
+	containers: DockerContainer[];
 	policies: Policy[];
 	/** Egress networks, then each labelled container's entry per network (`container` set). */
 	networks: EgressNetwork[];
@@ -45,14 +46,17 @@ export type SyncResult = ObservedState & {
 	applied: boolean;
 };
 
-export async function observe(context: Context): Promise<ObservedState> {
+/** What the daemon said last (watch keeps it to serve host changes while the daemon does not answer). */
+export type DockerSnapshot = { networks: DockerNetwork[]; containers: DockerContainer[] };
+
+export async function observe(context: Context, snapshot?: DockerSnapshot): Promise<ObservedState> {
 	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
 	// loads: it is loaded only after this synchronous turn.
 	const backend = context.firewall();
-	const docker = Promise.resolve().then(async () => context.docker());
+	const docker = snapshot ? undefined : Promise.resolve().then(async () => context.docker());
 	const [dockerNetworks, containers, { host, routing }, firewall, read] = await Promise.all([
-		docker.then(async (client) => client.listNetworks()),
-		docker.then(async (client) => client.listContainers()),
+		docker ? docker.then(async (client) => client.listNetworks()) : snapshot!.networks,
+		docker ? docker.then(async (client) => client.listContainers()) : snapshot!.containers,
 		readIpState(),
 		backend.then(async (fw) => fw.read({ ipv6: true, leftovers: true })),
 		context.policies.readOrLastGood(),
@@ -64,6 +68,7 @@ export async function observe(context: Context): Promise<ObservedState> {
 	const networks = [...served, ...attachUplinks(egressContainers(containers, dockerNetworks, served, addresses), facts)];
 	return {
 		dockerNetworks,
+		containers,
 		policies,
 		networks,
 		firewall,
@@ -91,6 +96,8 @@ export type ReconcileOptions = {
 	/** For a dry run's preview: networks about to be created, and IDs of networks about to go. */
 	extraNetworks?: EgressNetwork[];
 	withoutNetworks?: string[];
+	/** Docker's state as last read, instead of asking the daemon (watch, while it does not answer). */
+	snapshot?: DockerSnapshot;
 };
 
 /**
@@ -101,7 +108,7 @@ export type ReconcileOptions = {
 export async function reconcile(context: Context, options: ReconcileOptions = {}): Promise<SyncResult> {
 	const backend = await context.firewall();
 	for (let attempt = 1; ; attempt++) {
-		const state = await observe(context);
+		const state = await observe(context, options.snapshot);
 		const networks = [...state.networks.filter((network) => !options.withoutNetworks?.includes(network.id)), ...(options.extraNetworks ?? [])];
 		const desired = { ipv4: desiredRules(networks), ipv6: desiredRules(networks, 'ipv6'), drops: [...desiredDrops(networks), ...desiredDrops(networks, 'ipv6')] };
 		let plan = backend.plan(state.firewall, desired, state.dockerBridges);

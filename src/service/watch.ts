@@ -20,7 +20,7 @@ import type { EgressNetwork } from '../core/network.js';
 import { DaemonNotAnsweringError, DaemonUnreachableError, InterruptedError, reason } from '../errors.js';
 import type { Context } from './context.js';
 import type { Logger } from './logger.js';
-import { reconcile, type SyncResult } from './reconcile.js';
+import { reconcile, type DockerSnapshot, type SyncResult } from './reconcile.js';
 
 export type WatchOptions = {
 	/** Drift check period, ms. */
@@ -47,6 +47,8 @@ const FIREWALL_CHECK_DELAY_MS = 50;
 
 export class Watcher {
 	private desired: Desired | undefined;
+	/** Docker's state as last read: with the host's as it is now, it serves while the daemon does not answer. */
+	private snapshot: DockerSnapshot | undefined;
 	private bridges = new Set<string>();
 	private desiredRoutes: RoutingPlan | undefined;
 	private client: DockerClient | undefined;
@@ -332,6 +334,7 @@ export class Watcher {
 			this.desired = result.plan.desired;
 			this.bridges = result.dockerBridges;
 			this.desiredRoutes = desiredRouting(result.networks);
+			this.snapshot = { networks: result.dockerNetworks, containers: result.containers };
 			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.ipv4.length + result.plan.desired.ipv6.length });
 			this.report(result.plan, trigger, result.applied);
 			this.reportRouting(result.routingCommands, trigger, result.applied);
@@ -389,6 +392,18 @@ export class Watcher {
 	/** The daemon is away: put back the chain we last wrote, if the firewall lost it. */
 	private async repairFromLastChain(trigger: Trigger): Promise<void> {
 		if (!this.desired) {
+			return;
+		}
+
+		if (this.snapshot) {
+			// Docker's state as last read, the host's as it is now: a source address that came back
+			// (or left) while the daemon does not answer is served (or fails closed) at once.
+			const result = await reconcile(this.context, { snapshot: this.snapshot });
+			this.desired = result.plan.desired;
+			this.desiredRoutes = desiredRouting(result.networks);
+			this.report(result.plan, trigger, result.applied);
+			this.reportRouting(result.routingCommands, trigger, result.applied);
+			this.reportSkipped(result);
 			return;
 		}
 
