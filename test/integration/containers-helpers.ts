@@ -143,7 +143,9 @@ export function mentionsAddress(text: string, address: string): boolean {
 /** What of `names` (container names, IDs, addresses) our firewall still names. */
 export async function firewallNames(sb: Sandbox, what: { names?: string[]; addresses?: string[] }): Promise<string[]> {
 	const text = await ourFirewallText(sb);
-	return [...(what.names ?? []).filter((name) => text.includes(name)), ...(what.addresses ?? []).filter((address) => mentionsAddress(text, address))];
+	// A name as a whole word: ct_a is not named by a rule of ct_a_2.
+	const named = (name: string) => new RegExp(`(?<![\\w.-])${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![\\w.-])`).test(text);
+	return [...(what.names ?? []).filter(named), ...(what.addresses ?? []).filter((address) => mentionsAddress(text, address))];
 }
 
 /** `docker egress sync` (with this file's state dir). */

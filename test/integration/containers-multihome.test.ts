@@ -53,7 +53,7 @@ test.serial('setup: dual-stack networks; probing IPv6 from inside a running cont
 
 test.serial('IPv6: a container with source-ip and source-ipv6 egresses from both; ps and verify --container show them', async (t) => {
 	const sb = sandbox();
-	const name = 'cm_v6';
+	const name = 'cm_dual_both';
 	t.teardown(async () => removeContainers(sb, name));
 	const id = await runContainer(sb, name, { network: DUAL.name, egressLabels: { 'source-ip': '192.0.2.12', 'source-ipv6': '2001:db8:a::11' } });
 	await syncOk(t, sb);
@@ -115,7 +115,7 @@ test.serial('IPv6 fail closed: an IPv6 label the host lacks -> no IPv6 egress fo
 test.serial('second uplink: a container with docker-egress.via / via6 leaves through uplink B from its own address; its neighbour through A', async (t) => {
 	const sb = sandbox();
 	const name = 'cm_uplink_b';
-	const neighbour = 'cm_uplink_b_neighbour';
+	const neighbour = 'cm_neighbour_b';
 	t.teardown(async () => removeContainers(sb, name, neighbour));
 	const id = await runContainer(sb, name, {
 		network: UPLINK_B.name,
@@ -154,7 +154,7 @@ test.serial('second uplink: a container with docker-egress.via / via6 leaves thr
 
 test.serial('second uplink without a gateway (no via, none in the main table): that container fails closed, with a reason', async (t) => {
 	const sb = sandbox();
-	const name = 'cm_uplink_b_novia';
+	const name = 'cm_novia_b';
 	t.teardown(async () => {
 		await removeContainers(sb, name);
 		await sync(sb);

@@ -452,7 +452,7 @@ test.serial('completion: verify --container offers container names', async (t) =
 test.serial('watch, without any manual sync: start -> label within 10 s, restart, reuse of the address, connect/disconnect, rm', async (t) => {
 	const sb = sandbox();
 	const name = 'ct_watched';
-	const successor = 'ct_watched_successor';
+	const successor = 'ct_successor';
 	t.teardown(async () => removeContainers(sb, name, successor));
 	await startWatch(t, sb, { interval: '1' });
 	const fromLabel = async (ctr: string, ip: string) =>
