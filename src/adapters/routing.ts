@@ -19,7 +19,8 @@ export function parseRouting(ruleText: string, routeText: string, family: 'ipv4'
 		.filter((rule) => ours(rule.protocol) && rule.src && rule.priority !== undefined)
 		.map(
 			(rule): PolicyRule => ({
-				from: rule.srclen === undefined ? rule.src! : `${rule.src!}/${rule.srclen}`,
+				// ip leaves out the length of a host address (a container's /32 or /128).
+				from: `${rule.src!}/${rule.srclen ?? (family === 'ipv6' ? 128 : 32)}`,
 				priority: rule.priority!,
 				table: rule.table === 'main' ? 'main' : Number(rule.table),
 				...(rule.suppress_prefixlen === undefined ? {} : { suppressPrefixLength: rule.suppress_prefixlen }),

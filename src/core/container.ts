@@ -4,7 +4,7 @@
 // an EgressNetwork whose "subnets" are the container's own addresses there (/32, /128), so the one
 // reconcile path, validation, fail closed, policy routing and status serve containers as they serve
 // networks. Pure: Docker and host facts come in as plain values.
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { canonicalIpv6, cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr } from './address.js';
 import {
 	bridgeName,
@@ -149,32 +149,33 @@ function structuralProblem(container: DockerContainer, endpoint: { network: stri
 type SourceProblem = { text: string; missing: boolean };
 
 function source4Problem(ip: string, network: DockerNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
+	// Inside its own subnet first: that is never a matter of time (a bridge gateway is not a host address either).
+	for (const subnet of network.subnets) {
+		const cidr = parseIpv4Cidr(subnet);
+		if (cidr && isIPv4(ip) && cidrContains(cidr, ip)) {
+			return { text: `source IP ${ip} is inside the subnet ${cidr.text} of its network ${network.name}`, missing: false };
+		}
+	}
+
 	const problem = sourceIpProblem(ip, hostAddresses);
 	if (problem) {
 		return { text: `label ${SOURCE_IP_LABEL}=${JSON.stringify(ip)}: ${problem}`, missing: sourceIpProblem(ip, undefined) === undefined };
-	}
-
-	for (const subnet of network.subnets) {
-		const cidr = parseIpv4Cidr(subnet);
-		if (cidr && cidrContains(cidr, ip)) {
-			return { text: `source IP ${ip} is inside the subnet ${cidr.text} of its network ${network.name}`, missing: false };
-		}
 	}
 
 	return undefined;
 }
 
 function source6Problem(ip: string, network: DockerNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
+	for (const subnet of network.subnets) {
+		const cidr = parseIpv6Cidr(subnet);
+		if (cidr && isIPv6(ip) && cidr6Contains(cidr, ip)) {
+			return { text: `source IPv6 ${ip} is inside the subnet ${cidr.text} of its network ${network.name}`, missing: false };
+		}
+	}
+
 	const problem = sourceIpv6Problem(ip, hostAddresses);
 	if (problem) {
 		return { text: `label ${SOURCE_IPV6_LABEL}=${JSON.stringify(ip)}: ${problem}`, missing: sourceIpv6Problem(ip, undefined) === undefined };
-	}
-
-	for (const subnet of network.subnets) {
-		const cidr = parseIpv6Cidr(subnet);
-		if (cidr && cidr6Contains(cidr, ip)) {
-			return { text: `source IPv6 ${ip} is inside the subnet ${cidr.text} of its network ${network.name}`, missing: false };
-		}
 	}
 
 	return undefined;

@@ -1,6 +1,6 @@
 // Egress networks: which Docker networks ask for a fixed source IP, and whether that ask is
 // valid on this host. Pure: the Docker and host facts come in as plain values.
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { addressFamily, canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, parseIpv4Cidr, parseIpv6Cidr, unusableIpv4Reason, unusableIpv6Reason, type Cidr, type Cidr6 } from './address.js';
 
 export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
@@ -300,16 +300,17 @@ function structuralProblem(network: DockerNetwork, egress: EgressNetwork): strin
 type SourceProblem = { text: string; missing: boolean };
 
 function sourceProblem4(egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
+	// Inside its own subnet first: that is never a matter of time (a bridge gateway is not a host address either).
+	for (const subnet of egress.subnets) {
+		if (isIPv4(egress.sourceIp) && cidrContains(parseIpv4Cidr(subnet)!, egress.sourceIp)) {
+			return { text: `source IP ${egress.sourceIp} is inside the network's own subnet ${subnet}`, missing: false };
+		}
+	}
+
 	const problem = sourceIpProblem(egress.sourceIp, hostAddresses);
 	if (problem) {
 		const source = egress.via === 'label' ? `label ${SOURCE_IP_LABEL}=${JSON.stringify(egress.sourceIp)}` : `policy source IP ${JSON.stringify(egress.sourceIp)}`;
 		return { text: `${source}: ${problem}`, missing: sourceIpProblem(egress.sourceIp, undefined) === undefined };
-	}
-
-	for (const subnet of egress.subnets) {
-		if (cidrContains(parseIpv4Cidr(subnet)!, egress.sourceIp)) {
-			return { text: `source IP ${egress.sourceIp} is inside the network's own subnet ${subnet}`, missing: false };
-		}
 	}
 
 	return undefined;
@@ -320,16 +321,16 @@ function sourceProblem6(egress: EgressNetwork, hostAddresses: HostAddress[] | un
 		return undefined;
 	}
 
+	for (const subnet of egress.subnets6) {
+		if (isIPv6(egress.sourceIpv6) && cidr6Contains(parseIpv6Cidr(subnet)!, egress.sourceIpv6)) {
+			return { text: `source IPv6 ${egress.sourceIpv6} is inside the network's own subnet ${subnet}`, missing: false };
+		}
+	}
+
 	const problem = sourceIpv6Problem(egress.sourceIpv6, hostAddresses);
 	if (problem) {
 		const text = `${egress.via === 'label' ? `label ${SOURCE_IPV6_LABEL}` : 'policy source IPv6'}=${JSON.stringify(egress.sourceIpv6)}: ${problem}`;
 		return { text, missing: sourceIpv6Problem(egress.sourceIpv6, undefined) === undefined };
-	}
-
-	for (const subnet of egress.subnets6) {
-		if (cidr6Contains(parseIpv6Cidr(subnet)!, egress.sourceIpv6)) {
-			return { text: `source IPv6 ${egress.sourceIpv6} is inside the network's own subnet ${subnet}`, missing: false };
-		}
 	}
 
 	return undefined;

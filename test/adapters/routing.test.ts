@@ -13,3 +13,10 @@ test('only our rules are read, and they read back as the keys we write', (t) => 
 	t.deepEqual(parsed.rules.map((rule) => ruleKey(rule)), ['10000 from 10.140.0.0/24 lookup main suppress_prefixlength 0', '10001 from 10.140.0.0/24 lookup 20003']);
 	t.deepEqual(parsed.routes.map((route) => routeKey(route)), ['table 20003 default dev d1 via 198.51.100.254', 'table 20003 198.51.100.0/24 dev d1']);
 });
+
+test("a container's host address (ip prints no length for /32 and /128) reads back as the /32 or /128 we write", (t) => {
+	const hostRules = '[{"priority":10001,"src":"10.79.1.2","table":"20003","protocol":"211"}]';
+	t.deepEqual(parseRouting(hostRules, '[]').rules.map((rule) => ruleKey(rule)), ['10001 from 10.79.1.2/32 lookup 20003']);
+	const hostRules6 = '[{"priority":10001,"src":"2001:db8:2::9","table":"20003","protocol":"211"}]';
+	t.deepEqual(parseRouting(hostRules6, '[]', 'ipv6').rules.map((rule) => ruleKey(rule)), ['-6 10001 from 2001:db8:2::9/128 lookup 20003']);
+});
