@@ -4,6 +4,8 @@
 #   make install   build, then install into $(PLUGIN_DIR) (default: per-user Docker CLI plugins)
 #   make test      build, install the test engines, then run the ava tests from build/ (tsc output):
 #                  the unit tests once, the integration suite on each Docker engine (see below)
+#   make image     build the container image docker-egress:<version> and :latest from dist/docker-egress
+#                  and this host's nft, iptables, ip and conntrack (pkg/image.sh; pulls nothing)
 #   make engines   install Docker 29.7.2 and Docker 28 into .cache/engines (test/engines/install.sh)
 #   make check     type-check only
 #   make clean     remove build/ and dist/ (and .cache/: the Node runtime, the engines)
@@ -64,7 +66,7 @@ BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.
 
 .DEFAULT_GOAL := build
 .DELETE_ON_ERROR:
-.PHONY: build install install-service uninstall test check clean engines
+.PHONY: build install install-service uninstall test check clean engines image
 
 build: $(EXE)
 
@@ -144,6 +146,14 @@ install-service: $(EXE)
 	else \
 		echo "systemd is not running here (or DESTDIR is set): run 'systemctl daemon-reload && systemctl enable --now docker-egress' on the target"; \
 	fi
+
+# The container image (README "Running watch in a container"): IMAGE_DOCKER is the docker CLI that
+# imports it (with its DOCKER_HOST), IMAGE_NAME its name.
+IMAGE_DOCKER ?= docker
+IMAGE_NAME ?= docker-egress
+
+image: $(EXE)
+	IMAGE_DOCKER='$(IMAGE_DOCKER)' pkg/image.sh --name '$(IMAGE_NAME)' $(EXE)
 
 uninstall:
 	rm -f "$(DESTDIR)$(PLUGIN_DIR)/docker-egress"
