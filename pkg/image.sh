@@ -148,7 +148,6 @@ make_tar | "${docker_cmd[@]}" import \
 	--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 	--change 'ENV DOCKER_HOST=unix:///var/run/docker.sock' \
 	--change 'ENV DOCKER_EGRESS_STATE_DIR=/var/lib/docker-egress' \
-	--change 'STOPSIGNAL SIGTERM' \
 	--change "LABEL org.opencontainers.image.title=docker-egress" \
 	--change "LABEL org.opencontainers.image.version=$version" \
 	--change "LABEL org.opencontainers.image.description=\"docker egress watch: fixed egress source IPs for Docker bridge networks\"" \
