@@ -22,18 +22,23 @@
 //   - a container labelled with a list keyed by Swarm node IDs: each node's copy egresses from its
 //     node's entry.
 //
-// Docker 29 with its nftables firewall backend refuses Swarm mode ("Swarm mode is not supported
-// with the nftables firewall backend"): there the test is registered as skipped, with that reason.
+// Without Swarm (every engine, 29-nftables included): one host whose daemon is named node-a serves
+// a per-node label by its hostname with `sync`, and fails closed for a list that does not name it.
+//
+// Docker 29 with its nftables firewall backend refuses Swarm mode (`docker swarm init`: "Error
+// response from daemon: --firewall-backend=nftables is incompatible with swarm mode"): on that
+// engine the test is registered as skipped, with that reason.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import anyTest from 'ava';
 import { realDockerTest } from '../helpers/prereqs.js';
 import { egressImageTar, EGRESS_IMAGE, loadEgressImage } from '../helpers/egress-image.js';
 import { PROBE_IMAGE, repoRoot, Sandbox, selectedEngine } from '../helpers/sandbox.js';
+import { egress } from './watch-helpers.js';
 
 const test = realDockerTest(anyTest);
 const engine = selectedEngine();
-const NFTABLES_SWARM = 'Docker 29 with --firewall-backend=nftables does not run in Swarm mode (dockerd refuses `swarm init`): nothing to test on this engine';
+const NFTABLES_SWARM = 'Docker 29 refuses Swarm mode with its nftables firewall backend (swarm init: "--firewall-backend=nftables is incompatible with swarm mode")';
 const swarmTest = engine.firewallBackend === 'nftables' ? test.skip : test.serial;
 if (engine.firewallBackend === 'nftables') {
 	console.warn(`\n!! SKIPPING ${join('test', 'integration', 'swarm.test.ts')}: ${NFTABLES_SWARM}\n`);
@@ -78,7 +83,10 @@ swarmTest(`two-node swarm: pkg/stack.yml runs one watch per node; each node serv
 		.replace('source: /var/run/docker.sock', `source: ${dir}/{{.Node.Hostname}}/docker.sock`)
 		.replace('source: /var/lib/docker-egress', `source: ${dir}/{{.Node.Hostname}}/state`);
 	t.not(stack, shipped);
-	writeFileSync(join(dir, 'stack.yml'), stack);
+	// The egress backend of this run (DOCKER_EGRESS_FIREWALL_BACKEND) reaches the watches too.
+	const backend = process.env.DOCKER_EGRESS_FIREWALL_BACKEND;
+	const stackFile = backend ? stack.replace('    image: docker-egress:latest\n', `    image: docker-egress:latest\n    environment:\n      DOCKER_EGRESS_FIREWALL_BACKEND: ${backend}\n`) : stack;
+	writeFileSync(join(dir, 'stack.yml'), stackFile);
 	const deploy = await a.docker(['stack', 'deploy', '--resolve-image', 'never', '-c', join(dir, 'stack.yml'), STACK], { timeout: 60_000 });
 	t.log(deploy.stdout.trim());
 	const spec = JSON.parse((await a.docker(['service', 'inspect', SERVICE, '--format', '{{json .Spec}}'])).stdout) as ServiceSpec;
@@ -107,7 +115,7 @@ swarmTest(`two-node swarm: pkg/stack.yml runs one watch per node; each node serv
 	t.is(await eventually('node-a serves a list that names it', async () => a.tryProbe(ONLY_A.network), (seen) => seen === ONLY_A.a, 30_000), ONLY_A.a);
 	const onB = await eventually(
 		'node-b shows the network it has no address for as source-missing',
-		async () => (await b.egress(['ls', '--no-trunc', '--format', '{{.Name}} {{.Status}} {{.StatusReason}}'])).stdout.split('\n').find((line) => line.startsWith(`${ONLY_A.network} `)) ?? '',
+		async () => (await egress(b, ['ls', '--no-trunc', '--format', '{{.Name}} {{.Status}} {{.StatusReason}}'])).stdout.split('\n').find((line) => line.startsWith(`${ONLY_A.network} `)) ?? '',
 		(line) => line.includes('source-missing') && line.includes('dropped'),
 		30_000,
 	);
@@ -123,13 +131,31 @@ swarmTest(`two-node swarm: pkg/stack.yml runs one watch per node; each node serv
 	t.is(await eventually('the container on node-a egresses from node-a\'s entry', async () => probeFrom(a, 'c_swarm'), (seen) => seen === '192.0.2.13', 30_000), '192.0.2.13');
 	t.is(await eventually('the container on node-b egresses from node-b\'s entry', async () => probeFrom(b, 'c_swarm'), (seen) => seen === '198.51.100.13', 30_000), '198.51.100.13');
 
-	// Each watch says what it served (its log is the service's, per node).
-	const logs = (await a.docker(['service', 'logs', '--raw', SERVICE], { reject: false, timeout: 30_000 })).stdout;
-	t.log(logs.split('\n').slice(-12).join('\n'));
+	// Each watch logs what it served (the tasks' stderr comes back on the CLI's stderr).
+	const logs = await a.docker(['service', 'logs', '--timestamps', SERVICE], { reject: false, timeout: 30_000 });
+	t.log(`${logs.stdout}${logs.stderr}`.split('\n').filter(Boolean).sort().slice(-16).join('\n'));
 
 	await a.docker(['stack', 'rm', STACK], { reject: false, timeout: 60_000 });
 	await b.docker(['swarm', 'leave', '--force'], { reject: false, timeout: 30_000 });
 	await a.docker(['swarm', 'leave', '--force'], { reject: false, timeout: 30_000 });
+});
+
+test.serial('one host, no swarm: a per-node label is served by the hostname docker info reports; a list without it fails closed', async (t) => {
+	const sb = await Sandbox.forTest(t, { hostname: 'node-a' });
+	await sb.docker(['network', 'create', '--subnet', BOTH.subnet, '--label', `docker-egress.source-ip=${BOTH.label}`, BOTH.network]);
+	await sb.docker(['network', 'create', '--subnet', ONLY_A.subnet, '--label', 'docker-egress.source-ip=node-b=198.51.100.11, NODE-C=198.51.100.12', ONLY_A.network]);
+	const sync = await egress(sb, ['sync']);
+	t.is(sync.exitCode, 1, 'a network that fails closed makes sync exit non-zero');
+	t.regex(sync.stdout, /added\s+z_swarm\s+10\.81\.1\.0\/24 -> 192\.0\.2\.11/);
+	t.regex(sync.stderr, /network z_swarm_a fails closed \(its outbound traffic is dropped\): label docker-egress\.source-ip="node-b=198\.51\.100\.11, NODE-C=198\.51\.100\.12" has no address for this node \(hostname node-a, not a Swarm node; it names node-b, NODE-C\)/);
+	t.is(await sb.probe(BOTH.network), BOTH.a);
+	t.is(await sb.tryProbe(ONLY_A.network, { timeoutSeconds: 3 }), undefined, 'dropped, not masqueraded from 192.0.2.1');
+	const ls = await egress(sb, ['ls', '--no-trunc', '--format', '{{.Name}} {{.SourceIP}} {{.Status}}']);
+	t.deepEqual(ls.stdout.trim().split('\n'), ['z_swarm 192.0.2.11 active', 'z_swarm_a node-b=198.51.100.11, NODE-C=198.51.100.12 source-missing']);
+	// A malformed list is invalid: its traffic is dropped too.
+	await sb.docker(['network', 'create', '--subnet', '10.81.3.0/24', '--label', 'docker-egress.source-ip=node-a=192.0.2.13,node-b', 'z_swarm_bad']);
+	const bad = await egress(sb, ['ls', '--no-trunc', '--format', '{{.Name}} {{.Status}} {{.StatusReason}}']);
+	t.regex(bad.stdout, /z_swarm_bad invalid label docker-egress\.source-ip="node-a=192\.0\.2\.13,node-b": item 2 of 2 "node-b" has no '='/);
 });
 
 type ServiceSpec = { Mode: { Global?: object; Replicated?: object }; TaskTemplate: { ContainerSpec: { Image: string; CapabilityAdd?: string[] } } };
