@@ -109,7 +109,8 @@
 //
 // API (all commands get argument arrays, never a shell string; all run inside netns egh-<id>):
 //   Sandbox.start({topology?, ipv6?, uplinkBGatewayRoute?, rpFilter?, dockerdArgs?,
-//                  extraHostAddresses?, startTimeoutMs?})  -> Promise<Sandbox>  (cleans up on failure)
+//                  extraHostAddresses?, startTimeoutMs?, hostname?, sharedUpstream?})
+//                                 -> Promise<Sandbox>  (cleans up on failure)
 //   sb.engine ({key: '29-nftables'|'29-iptables'|'28'|'20.10', version: what `docker version` says,
 //   firewallBackend: 'nftables'|'iptables'}), sb.id, sb.hostNs, sb.upstreamNs (the echo server's netns), sb.nsPath, sb.upstreamNsPath, sb.dir,
 //   sb.socket, sb.dockerHost ('unix://…'), sb.configDir (DOCKER_CONFIG of docker()/egress()),
