@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import type Dockerode from 'dockerode';
 import type { DockerContainer } from '../core/container.js';
+import type { NodeIdentity } from '../core/per-node.js';
 import { SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, type DockerNetwork } from '../core/network.js';
 import { DaemonNotAnsweringError, DaemonUnreachableError, DockerApiError, InterruptedError, NetworkNotFoundError } from '../errors.js';
 import { debug } from '../log.js';
@@ -77,6 +78,16 @@ export class DockerClient {
 
 	async version(): Promise<{ Version: string; ApiVersion: string }> {
 		return this.call('version', async (abortSignal) => (this.api.version as WithSignal<Dockerode.DockerVersion>).call(this.api, { abortSignal }));
+	}
+
+	/**
+	 * Who this node is (GET /info): its hostname as Docker reports it (`docker info` Name, the
+	 * HOSTNAME of `docker node ls`) and its Swarm node ID when it is in a swarm. For per-node labels.
+	 */
+	async nodeIdentity(): Promise<NodeIdentity> {
+		const info = (await this.call('info', async (abortSignal) => (this.api.info as WithSignal<{ Name?: string; Swarm?: { NodeID?: string } }>).call(this.api, { abortSignal }))) ?? {};
+		const nodeId = info.Swarm?.NodeID;
+		return { hostname: info.Name ?? '', ...(nodeId ? { nodeId } : {}) };
 	}
 
 	async listNetworks(): Promise<DockerNetwork[]> {

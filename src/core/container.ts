@@ -6,18 +6,19 @@
 // networks. Pure: Docker and host facts come in as plain values.
 import { isIPv4, isIPv6 } from 'node:net';
 import { canonicalIpv6, cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr } from './address.js';
+import type { NodeIdentity } from './per-node.js';
 import {
+	addressLabels,
 	bridgeName,
 	MASQUERADE_OPTION,
 	SOURCE_IP_LABEL,
 	SOURCE_IPV6_LABEL,
 	sourceIpProblem,
 	sourceIpv6Problem,
-	VIA6_LABEL,
-	VIA_LABEL,
 	type DockerNetwork,
 	type EgressNetwork,
 	type HostAddress,
+	type SourceProblem,
 } from './network.js';
 
 /** The facts of a Docker container this tool needs (mapped from the Engine API by the adapter). */
@@ -39,9 +40,10 @@ export function hasEgressLabel(container: Pick<DockerContainer, 'labels'>): bool
 /**
  * One entry per network of every labelled container (running or not; a stopped one has no
  * address, so no rule), each with its problem if it has one. `networks` are the egress networks
- * as computed for this host: a container on one that fails closed fails closed with it.
+ * as computed for this host: a container on one that fails closed fails closed with it. `node`:
+ * this node, for labels whose value is a per-node list (core/per-node.ts).
  */
-export function egressContainers(containers: DockerContainer[], dockerNetworks: DockerNetwork[], networks: EgressNetwork[], hostAddresses: HostAddress[] | undefined): EgressNetwork[] {
+export function egressContainers(containers: DockerContainer[], dockerNetworks: DockerNetwork[], networks: EgressNetwork[], hostAddresses: HostAddress[] | undefined, node?: NodeIdentity): EgressNetwork[] {
 	const byId = new Map(dockerNetworks.map((network) => [network.id, network]));
 	const byName = new Map(dockerNetworks.map((network) => [network.name, network]));
 	const egressById = new Map(networks.map((network) => [network.id, network]));
@@ -50,12 +52,12 @@ export function egressContainers(containers: DockerContainer[], dockerNetworks: 
 		.flatMap((container) => {
 			if (container.endpoints.length === 0) {
 				const mode = container.networkMode.startsWith('container:') ? 'it shares the network namespace of another container' : `it has no network of its own (network mode ${container.networkMode || 'none'})`;
-				return [entry(container, { network: container.networkMode || 'none', networkId: '' }, undefined, hostAddresses, `${mode}: no address to egress from`)];
+				return [entry(container, { network: container.networkMode || 'none', networkId: '' }, undefined, hostAddresses, node, `${mode}: no address to egress from`)];
 			}
 
 			return container.endpoints.map((endpoint) => {
 				const network = byId.get(endpoint.networkId) ?? byName.get(endpoint.network);
-				const item = entry(container, endpoint, network, hostAddresses);
+				const item = entry(container, endpoint, network, hostAddresses, node);
 				if (item.problem !== undefined || !network) {
 					return item;
 				}
@@ -81,10 +83,12 @@ function entry(
 	endpoint: { network: string; networkId: string; ipv4?: string | undefined; ipv6?: string | undefined },
 	network: DockerNetwork | undefined,
 	hostAddresses: HostAddress[] | undefined,
+	node: NodeIdentity | undefined,
 	fixedProblem?: string,
 ): EgressNetwork {
-	const sourceIp = container.labels[SOURCE_IP_LABEL];
-	const rawIpv6 = container.labels[SOURCE_IPV6_LABEL];
+	const fromLabels = addressLabels(container.labels, node);
+	const sourceIp = fromLabels.sourceIp;
+	const rawIpv6 = fromLabels.sourceIpv6;
 	const sourceIpv6 = rawIpv6 === undefined ? undefined : isIPv6(rawIpv6) ? canonicalIpv6(rawIpv6) : rawIpv6;
 	const address = container.running && sourceIp !== undefined ? endpoint.ipv4 : undefined;
 	const address6 = container.running && sourceIpv6 !== undefined && endpoint.ipv6 ? canonicalIpv6(endpoint.ipv6) : undefined;
@@ -98,8 +102,8 @@ function entry(
 		subnets6: address6 ? [`${address6}/128`] : [],
 		...(sourceIpv6 === undefined ? {} : { sourceIpv6 }),
 		masquerade: network?.options[MASQUERADE_OPTION] !== 'false',
-		...(container.labels[VIA_LABEL] ? { gateway: container.labels[VIA_LABEL] } : {}),
-		...(container.labels[VIA6_LABEL] ? { gateway6: container.labels[VIA6_LABEL] } : {}),
+		...(fromLabels.via ? { gateway: fromLabels.via } : {}),
+		...(fromLabels.via6 ? { gateway6: fromLabels.via6 } : {}),
 		container: { network: network?.name ?? endpoint.network, networkId: network?.id ?? endpoint.networkId, running: container.running, ...(endpoint.ipv4 ? { address: endpoint.ipv4 } : {}), ...(endpoint.ipv6 ? { address6: canonicalIpv6(endpoint.ipv6) } : {}) },
 	};
 	const structural = fixedProblem ?? structuralProblem(container, endpoint, network, base);
@@ -111,8 +115,9 @@ function entry(
 		return base;
 	}
 
-	const ipv4 = sourceIp === undefined ? undefined : source4Problem(sourceIp, network!, hostAddresses);
-	const ipv6 = sourceIpv6 === undefined ? undefined : source6Problem(sourceIpv6, network!, hostAddresses);
+	// A per-node list that is malformed or names no address for this node: as a source problem.
+	const ipv4 = sourceIp === undefined ? undefined : (fromLabels.problem4 ?? source4Problem(sourceIp, network!, hostAddresses));
+	const ipv6 = sourceIpv6 === undefined ? undefined : (fromLabels.problem6 ?? source6Problem(sourceIpv6, network!, hostAddresses));
 	if (!ipv4 && !ipv6) {
 		return base;
 	}
@@ -145,8 +150,6 @@ function structuralProblem(container: DockerContainer, endpoint: { network: stri
 
 	return undefined;
 }
-
-type SourceProblem = { text: string; missing: boolean };
 
 function source4Problem(ip: string, network: DockerNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
 	// Inside its own subnet first: that is never a matter of time (a bridge gateway is not a host address either).

@@ -2,6 +2,7 @@
 // valid on this host. Pure: the Docker and host facts come in as plain values.
 import { isIPv4, isIPv6 } from 'node:net';
 import { addressFamily, canonicalIpv6, cidr6Contains, cidrContains, cidrs6Overlap, cidrsOverlap, parseIpv4Cidr, parseIpv6Cidr, unusableIpv4Reason, unusableIpv6Reason, type Cidr, type Cidr6 } from './address.js';
+import { valueForNode, type NodeIdentity } from './per-node.js';
 
 export const SOURCE_IP_LABEL = 'docker-egress.source-ip';
 /** Optional, on a dual-stack network: the IPv6 egress source. */
@@ -9,6 +10,8 @@ export const SOURCE_IPV6_LABEL = 'docker-egress.source-ipv6';
 /** Optional: the gateway of the source IP's uplink, when it cannot be found in the main table. */
 export const VIA_LABEL = 'docker-egress.via';
 export const VIA6_LABEL = 'docker-egress.via6';
+/** The labels whose value may be a per-node list (core/per-node.ts). */
+export const ADDRESS_LABELS = [SOURCE_IP_LABEL, SOURCE_IPV6_LABEL, VIA_LABEL, VIA6_LABEL] as const;
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const MASQUERADE_OPTION = 'com.docker.network.bridge.enable_ip_masquerade';
 
@@ -44,7 +47,7 @@ export type EgressNetwork = {
 	bridge: string;
 	/** Canonical IPv4 subnets of the network. */
 	subnets: string[];
-	/** The label's value, as written. */
+	/** The source IP: the label's value as written, or this node's entry of a per-node list (the list when it has none). */
 	sourceIp: string;
 	/** Canonical IPv6 subnets of the network. */
 	subnets6: string[];
@@ -115,13 +118,13 @@ export function isEgressNetwork(network: Pick<DockerNetwork, 'labels'>): boolean
  * subnet that overlaps the host's own addresses or routes is a problem, as `create` refuses it:
  * the network's rule would rewrite the host's own traffic to that subnet's addresses.
  */
-export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined, policies: Policy[] = [], hostRoutes?: HostRoute[]): EgressNetwork[] {
+export function egressNetworks(networks: DockerNetwork[], hostAddresses: HostAddress[] | undefined, policies: Policy[] = [], hostRoutes?: HostRoute[], node?: NodeIdentity): EgressNetwork[] {
 	const byName = new Map(policies.map((policy) => [policy.network, policy]));
 	const bridges = new Set(networks.map((network) => bridgeName(network)));
 	return withoutOverlaps(
 		networks
 			.filter((network) => isEgressNetwork(network) || byName.has(network.name))
-			.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name)))
+			.map((network) => toEgressNetwork(network, hostAddresses, byName.get(network.name), node))
 			.map((network) => {
 				const structural = network.problem !== undefined && network.blocked === undefined;
 				const problem = structural || !hostAddresses || !hostRoutes ? undefined : hostOverlapProblem(network, { addresses: hostAddresses, routes: hostRoutes }, bridges);
@@ -218,9 +221,47 @@ function subnetRange(subnet: string): { start: bigint; end: bigint } {
 	return { start: BigInt(cidr.start), end: BigInt(cidr.end) };
 }
 
-export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddress[] | undefined, policy?: Policy): EgressNetwork {
+/**
+ * The address labels of a network or container as they stand on `node`: per-node lists resolved
+ * to this node's entry (core/per-node.ts). A list that is malformed, or names no address for this
+ * node, is a source problem of its family (the network or container fails closed: a node without
+ * an address of its own for it never lets its traffic out from another one); a list without this
+ * node for `via`/`via6` just gives no gateway. A list without an entry keeps its text as the value.
+ */
+export function addressLabels(labels: Record<string, string>, node: NodeIdentity | undefined): { sourceIp?: string; sourceIpv6?: string; via?: string; via6?: string; problem4?: SourceProblem; problem6?: SourceProblem } {
+	const result: ReturnType<typeof addressLabels> = {};
+	const pick = (label: string, check: (value: string) => string | undefined, optional: boolean): { value?: string; problem?: SourceProblem } => {
+		const raw = labels[label];
+		if (raw === undefined) {
+			return {};
+		}
+
+		const choice = valueForNode(label, raw, node, check);
+		if ('value' in choice) {
+			return { value: choice.value };
+		}
+
+		return optional && choice.notForNode ? {} : { ...(optional ? {} : { value: raw }), problem: { text: choice.problem, missing: choice.notForNode } };
+	};
+	const source4 = pick(SOURCE_IP_LABEL, (value) => sourceIpProblem(value, undefined), false);
+	const source6 = pick(SOURCE_IPV6_LABEL, (value) => sourceIpv6Problem(value, undefined), false);
+	const via4 = pick(VIA_LABEL, (value) => (isIPv4(value) ? undefined : 'not an IPv4 address'), true);
+	const via6 = pick(VIA6_LABEL, (value) => (isIPv6(value) ? undefined : 'not an IPv6 address'), true);
+	for (const [key, value] of [['sourceIp', source4.value], ['sourceIpv6', source6.value], ['via', via4.value], ['via6', via6.value]] as const) {
+		if (value !== undefined) {
+			result[key] = value;
+		}
+	}
+
+	const problem4 = source4.problem ?? via4.problem;
+	const problem6 = source6.problem ?? via6.problem;
+	return { ...result, ...(problem4 ? { problem4 } : {}), ...(problem6 ? { problem6 } : {}) };
+}
+
+export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddress[] | undefined, policy?: Policy, node?: NodeIdentity): EgressNetwork {
 	const labelled = isEgressNetwork(network);
-	const sourceIp = labelled ? (network.labels[SOURCE_IP_LABEL] ?? '') : (policy?.sourceIp ?? '');
+	const fromLabels = labelled ? addressLabels(network.labels, node) : undefined;
+	const sourceIp = fromLabels ? (fromLabels.sourceIp ?? '') : (policy?.sourceIp ?? '');
 	const subnets = network.subnets.flatMap((subnet) => {
 		const cidr = parseIpv4Cidr(subnet);
 		return cidr ? [cidr.text] : [];
@@ -239,17 +280,17 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 		subnets6,
 		masquerade: network.options[MASQUERADE_OPTION] !== 'false',
 	};
-	const sourceIpv6 = labelled ? network.labels[SOURCE_IPV6_LABEL] : policy?.sourceIpv6;
+	const sourceIpv6 = fromLabels ? fromLabels.sourceIpv6 : policy?.sourceIpv6;
 	if (sourceIpv6 !== undefined) {
 		egress.sourceIpv6 = isIPv6(sourceIpv6) ? canonicalIpv6(sourceIpv6) : sourceIpv6;
 	}
 
-	const gateway = labelled ? network.labels[VIA_LABEL] : policy?.via;
+	const gateway = fromLabels ? fromLabels.via : policy?.via;
 	if (gateway) {
 		egress.gateway = gateway;
 	}
 
-	const gateway6 = labelled ? network.labels[VIA6_LABEL] : policy?.via6;
+	const gateway6 = fromLabels ? fromLabels.via6 : policy?.via6;
 	if (gateway6) {
 		egress.gateway6 = gateway6;
 	}
@@ -259,8 +300,9 @@ export function toEgressNetwork(network: DockerNetwork, hostAddresses: HostAddre
 		return { ...egress, problem: structural };
 	}
 
-	const ipv4 = sourceProblem4(egress, hostAddresses);
-	const ipv6 = sourceProblem6(egress, hostAddresses);
+	// A per-node list that is malformed or names no address for this node: as a source problem.
+	const ipv4 = fromLabels?.problem4 ?? sourceProblem4(egress, hostAddresses);
+	const ipv6 = fromLabels?.problem6 ?? sourceProblem6(egress, hostAddresses);
 	if (!ipv4 && !ipv6) {
 		return egress;
 	}
@@ -297,7 +339,8 @@ function structuralProblem(network: DockerNetwork, egress: EgressNetwork): strin
 	return undefined;
 }
 
-type SourceProblem = { text: string; missing: boolean };
+/** Why a source cannot be served; `missing`: only because it is not on this host (status `source-missing`). */
+export type SourceProblem = { text: string; missing: boolean };
 
 function sourceProblem4(egress: EgressNetwork, hostAddresses: HostAddress[] | undefined): SourceProblem | undefined {
 	// Inside its own subnet first: that is never a matter of time (a bridge gateway is not a host address either).

@@ -9,7 +9,8 @@ import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
 import { egressContainers, type DockerContainer } from '../core/container.js';
-import { dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
+import { ADDRESS_LABELS, dockerBridges, egressNetworks, uplinkAddresses } from '../core/network.js';
+import { usesPerNodeValues, type NodeIdentity } from '../core/per-node.js';
 import { attachUplinks, desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingDiff, type RoutingPlan } from '../core/routing.js';
 import { desiredDrops } from '../core/drops.js';
 import { desiredRules, ruleTag, type SnatRule } from '../core/rules.js';
@@ -20,6 +21,8 @@ import type { Context } from './context.js';
 export type ObservedState = {
 	dockerNetworks: DockerNetwork[];
 	containers: DockerContainer[];
+	/** Who this node is: asked of the daemon only when some label has a per-node list (core/per-node.ts). */
+	node?: NodeIdentity;
 	policies: Policy[];
 	/** Egress networks, then each labelled container's entry per network (`container` set). */
 	networks: EgressNetwork[];
@@ -47,7 +50,7 @@ export type SyncResult = ObservedState & {
 };
 
 /** What the daemon said last (watch keeps it to serve host changes while the daemon does not answer). */
-export type DockerSnapshot = { networks: DockerNetwork[]; containers: DockerContainer[] };
+export type DockerSnapshot = { networks: DockerNetwork[]; containers: DockerContainer[]; node?: NodeIdentity };
 
 export async function observe(context: Context, snapshot?: DockerSnapshot): Promise<ObservedState> {
 	// The host's processes (nft or iptables-save, ip) start first and run while the Docker client
@@ -62,13 +65,17 @@ export async function observe(context: Context, snapshot?: DockerSnapshot): Prom
 		context.policies.readOrLastGood(),
 	]);
 	const policies = read.policies ?? [];
+	// One more round trip (GET /info), only for hosts that use per-node labels.
+	const perNode = usesPerNodeValues([...dockerNetworks, ...containers].map((item) => item.labels), ADDRESS_LABELS);
+	const node = !perNode ? undefined : docker ? await docker.then(async (client) => client.nodeIdentity()) : snapshot!.node;
 	const addresses = uplinkAddresses(host.addresses, dockerNetworks);
 	const facts = { addresses, routes: host.mainRoutes, links: host.links };
-	const served = attachUplinks(egressNetworks(dockerNetworks, addresses, policies, host.routes), facts);
-	const networks = [...served, ...attachUplinks(egressContainers(containers, dockerNetworks, served, addresses), facts)];
+	const served = attachUplinks(egressNetworks(dockerNetworks, addresses, policies, host.routes, node), facts);
+	const networks = [...served, ...attachUplinks(egressContainers(containers, dockerNetworks, served, addresses, node), facts)];
 	return {
 		dockerNetworks,
 		containers,
+		...(node ? { node } : {}),
 		policies,
 		networks,
 		firewall,

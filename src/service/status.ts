@@ -6,7 +6,8 @@ import type { ContainerOnNetwork } from '../adapters/docker.js';
 import type { RuleCheck } from '../adapters/firewall.js';
 import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
 import { egressContainers } from '../core/container.js';
-import { SOURCE_IPV6_LABEL, dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { ADDRESS_LABELS, SOURCE_IPV6_LABEL, dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { usesPerNodeValues } from '../core/per-node.js';
 import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
@@ -76,7 +77,11 @@ export async function listEgressViews(
 	const firewallRead = backendReady
 		?.then(async (fw) => ({ backend: fw, state: await fw.read({ ipv6: await wantsIpv6, leftovers: false }) }))
 		.catch((error: unknown) => ({ error: error as Error }));
-	const [dockerNetworks, containers, labelledContainers, ipState, read, policies, { error: policyError }] = await Promise.all([
+	// Who this node is, only where some label has a per-node list.
+	const nodeRead = Promise.all([listed, listedContainers]).then(async ([all, labelled]) =>
+		usesPerNodeValues([...all, ...labelled].map((item) => item.labels), ADDRESS_LABELS) ? (await docker).nodeIdentity() : undefined,
+	);
+	const [dockerNetworks, containers, labelledContainers, ipState, read, policies, { error: policyError }, node] = await Promise.all([
 		listed,
 		docker.then(async (client) => client.containersOnNetworks()),
 		listedContainers,
@@ -84,17 +89,18 @@ export async function listEgressViews(
 		firewallRead,
 		policiesRead,
 		policyRead,
+		nodeRead,
 	]);
 	const [backend, firewall] = read && 'backend' in read ? [read.backend, read.state] : [undefined, undefined];
 	const firewallError = read && 'error' in read ? new FirewallUnreadableError(read.error) : undefined;
 	const host = ipState?.host;
 	const routing = ipState?.routing;
 	const addresses = host && uplinkAddresses(host.addresses, dockerNetworks);
-	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies, host?.routes);
+	const labelled = egressNetworks(select ? dockerNetworks.filter(select) : dockerNetworks, addresses, policies, host?.routes, node);
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
 	// Containers are judged against every egress network (a container on one that fails closed fails with it).
-	const allNetworks = select ? egressNetworks(dockerNetworks, addresses, policies, host?.routes) : labelled;
-	const ownAddresses = egressContainers(labelledContainers, dockerNetworks, allNetworks, addresses);
+	const allNetworks = select ? egressNetworks(dockerNetworks, addresses, policies, host?.routes, node) : labelled;
+	const ownAddresses = egressContainers(labelledContainers, dockerNetworks, allNetworks, addresses, node);
 	const containerEntries = host && addresses ? attachUplinks(ownAddresses, { addresses, routes: host.mainRoutes, links: host.links }) : ownAddresses;
 	const bridges = dockerBridges(dockerNetworks);
 	const rpFilters = new Map<string, number | undefined>();

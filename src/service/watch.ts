@@ -334,7 +334,7 @@ export class Watcher {
 			this.desired = result.plan.desired;
 			this.bridges = result.dockerBridges;
 			this.desiredRoutes = desiredRouting(result.networks);
-			this.snapshot = { networks: result.dockerNetworks, containers: result.containers };
+			this.snapshot = { networks: result.dockerNetworks, containers: result.containers, ...(result.node ? { node: result.node } : {}) };
 			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.ipv4.length + result.plan.desired.ipv6.length });
 			this.report(result.plan, trigger, result.applied);
 			this.reportRouting(result.routingCommands, trigger, result.applied);

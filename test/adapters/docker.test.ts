@@ -62,3 +62,25 @@ test('a change (remove network) is not abandoned at a stop, only at its deadline
 	stop.abort(new Error('SIGTERM'));
 	await t.throwsAsync(client.removeNetwork('abc'), { instanceOf: DaemonNotAnsweringError });
 });
+
+test('nodeIdentity: the hostname and Swarm node ID of GET /info (no ID outside a swarm)', async (t) => {
+	const dir = mkdtempSync(join(tmpdir(), 'egress-docker-test-'));
+	const path = join(dir, 'docker.sock');
+	const answers = [{ Name: 'node-a', Swarm: { NodeID: 'x1y2z3', LocalNodeState: 'active' } }, { Name: 'solo', Swarm: { NodeID: '', LocalNodeState: 'inactive' } }];
+	const seen: string[] = [];
+	const { createServer } = await import('node:http');
+	const server = createServer((request, response) => {
+		seen.push(`${request.method} ${request.url}`);
+		response.setHeader('Content-Type', 'application/json');
+		response.end(JSON.stringify(answers.shift()));
+	});
+	await new Promise<void>((resolve) => server.listen(path, resolve));
+	t.teardown(() => {
+		server.close();
+		rmSync(dir, { recursive: true, force: true });
+	});
+	const client = await DockerClient.connect({ host: `unix://${path}`, source: 'test' });
+	t.deepEqual(await client.nodeIdentity(), { hostname: 'node-a', nodeId: 'x1y2z3' });
+	t.deepEqual(await client.nodeIdentity(), { hostname: 'solo' });
+	t.true(seen.every((line) => /^GET \/(v[\d.]+\/)?info$/.test(line)), seen.join(', '));
+});

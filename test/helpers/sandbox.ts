@@ -40,6 +40,22 @@
 //     uplink B, and 192.0.2.x only if it took uplink A.
 //   - options.extraHostAddresses must lie in one of the four uplink subnets; each goes on its uplink.
 //
+// options.sharedUpstream (a second Docker host on the upstream of a running 'single' sandbox, e.g.
+// for a two-node Swarm; IPv4 only):
+//
+//      egh-<id1> (host 1)                  egu-<id1> (upstream, echo server)        egh-<id2> (host 2)
+//      eg-h 192.0.2.1 .11 .12 .13  ------  eg-u 192.0.2.254                         eg-h 198.51.100.1
+//                                          eg-u-<id2> 198.51.100.254  -----------       .11 .12 .13
+//   - the second host's uplink eg-h has 198.51.100.1/24 (primary), .11, .12, .13 (UPLINK_PEER),
+//     default route via 198.51.100.254 on the first sandbox's upstream namespace, which forwards
+//     between the two hosts (IPv4 forwarding turned on there). The echo server is the first
+//     sandbox's, 192.0.2.254, so it sees 198.51.100.x from the second host. The second sandbox owns
+//     only its host namespace (stop it before the first); options.extraHostAddresses, ipv6 and
+//     rpFilter are not supported with it.
+// options.hostname (any topology): dockerd runs in a UTS namespace of its own with that hostname,
+// which `docker info` reports as Name (a Swarm node's hostname). Without it, every sandbox's daemon
+// has the machine's hostname.
+//
 // In both: the image `egress-probe:latest` (static busybox: sh, nc, timeout, tail, sleep, cat, ip,
 // wget). The echo server's answer is the bare address ("2001:db8:a::11", never "[2001:db8:a::11]").
 // IPv6 addresses are added with `nodad` (no DAD delay), secondaries before the primary, so the primary
@@ -93,7 +109,8 @@
 //
 // API (all commands get argument arrays, never a shell string; all run inside netns egh-<id>):
 //   Sandbox.start({topology?, ipv6?, uplinkBGatewayRoute?, rpFilter?, dockerdArgs?,
-//                  extraHostAddresses?, startTimeoutMs?})  -> Promise<Sandbox>  (cleans up on failure)
+//                  extraHostAddresses?, startTimeoutMs?, hostname?, sharedUpstream?})
+//                                 -> Promise<Sandbox>  (cleans up on failure)
 //   sb.engine ({key: '29-nftables'|'29-iptables'|'28'|'20.10', version: what `docker version` says,
 //   firewallBackend: 'nftables'|'iptables'}), sb.id, sb.hostNs, sb.upstreamNs (the echo server's netns), sb.nsPath, sb.upstreamNsPath, sb.dir,
 //   sb.socket, sb.dockerHost ('unix://…'), sb.configDir (DOCKER_CONFIG of docker()/egress()),
@@ -201,6 +218,18 @@ export const UPLINK_A: UplinkInfo = {
 	addresses6: ['2001:db8:a::1', '2001:db8:a::11'],
 };
 
+/** The uplink `eg-h` of a sandbox started with options.sharedUpstream (IPv4 only). */
+export const UPLINK_PEER: UplinkInfo = {
+	name: UPLINK,
+	router: 'a',
+	subnet: '198.51.100.0/24',
+	gateway: '198.51.100.254',
+	addresses: ['198.51.100.1', '198.51.100.11', '198.51.100.12', '198.51.100.13'],
+	subnet6: '2001:db8:b::/64',
+	gateway6: '2001:db8:b::254',
+	addresses6: [],
+};
+
 /** Uplink B: `eg-h2` (multihome only). No default route uses it. */
 export const UPLINK_B: UplinkInfo = {
 	name: 'eg-h2',
@@ -276,6 +305,13 @@ export interface SandboxOptions {
 	extraHostAddresses?: string[];
 	/** How long to wait for dockerd to answer (default 60 s). */
 	startTimeoutMs?: number;
+	/** dockerd's hostname (`docker info` Name), in a UTS namespace of its own (default: the machine's). */
+	hostname?: string;
+	/**
+	 * A second Docker host on the upstream of this running 'single' sandbox (see the header): uplink
+	 * UPLINK_PEER (198.51.100.1 primary), the same echo server. IPv4 only.
+	 */
+	sharedUpstream?: Sandbox;
 }
 
 /** Options of probe() / tryProbe(). */
@@ -389,7 +425,7 @@ export class Sandbox {
 		const multihome = this.topology === 'multihome';
 		this.ipv6 = multihome || (options.ipv6 ?? false);
 		this.hostNs = `egh-${id}`;
-		this.upstreamNs = `egu-${id}`;
+		this.upstreamNs = options.sharedUpstream ? options.sharedUpstream.upstreamNs : `egu-${id}`;
 		this.routerNames = multihome ? { a: `ega-${id}`, b: `egb-${id}` } : undefined;
 		this.nsPath = `/var/run/netns/${this.hostNs}`;
 		this.upstreamNsPath = `/var/run/netns/${this.upstreamNs}`;
@@ -398,7 +434,7 @@ export class Sandbox {
 		this.dockerHost = `unix://${this.socket}`;
 		this.configDir = `${this.dir}/config`;
 		this.dockerdLog = `${this.dir}/dockerd.log`;
-		this.uplinks = multihome ? [UPLINK_A, UPLINK_B] : [UPLINK_A];
+		this.uplinks = multihome ? [UPLINK_A, UPLINK_B] : options.sharedUpstream ? [UPLINK_PEER] : [UPLINK_A];
 		const extras = (options.extraHostAddresses ?? []).map((a) => a.split('/')[0]!);
 		this.hostAddresses = [...this.uplinks.flatMap((u) => u.addresses), ...extras];
 		this.hostAddresses6 = [
@@ -458,6 +494,7 @@ export class Sandbox {
 
 	private async setUp(): Promise<void> {
 		if (this.topology === 'multihome') await this.setUpMultihome();
+		else if (this.options.sharedUpstream) await this.setUpPeer();
 		else await this.setUpSingle();
 
 		// Echo server: one httpd per family (busybox httpd binds one address).
@@ -471,7 +508,7 @@ export class Sandbox {
 		chmodSync(join(www, 'cgi-bin', 'ip'), 0o755);
 		const busybox = findExecutable('busybox') ?? 'busybox';
 		const listen = [`${this.echoAddress}:80`, ...(this.echoAddress6 ? [`[${this.echoAddress6}]:80`] : [])];
-		for (const address of listen) {
+		for (const address of this.options.sharedUpstream ? [] : listen) {
 			const child = execa('nsenter', [`--net=${this.upstreamNsPath}`, busybox, 'httpd', '-f', '-p', address, '-h', www], {
 				stdio: 'ignore',
 				reject: false,
@@ -491,7 +528,7 @@ export class Sandbox {
 		writeFileSync(join(this.dir, 'daemon.json'), '{}\n');
 		const launched = this.launchDockerd();
 
-		await this.waitForEchoServer(this.echoAddress, PRIMARY_ADDRESS);
+		await this.waitForEchoServer(this.echoAddress, this.uplinks[0]!.addresses[0]!);
 		if (this.echoAddress6) await this.waitForEchoServer(this.echoAddress6, PRIMARY_ADDRESS6);
 
 		const version = await launched;
@@ -569,9 +606,12 @@ export class Sandbox {
 	 */
 	dockerdCommand(opts: { pidfile?: string } = {}): { file: string; args: string[]; env: Record<string, string> } {
 		const engine = this.engineSpec;
+		// With a hostname: unshare --uts, set it, then exec nsenter (one PID all along: the daemon's).
+		const uts = this.options.hostname ? ['--uts', 'sh', '-c', 'hostname "$1" && shift && exec "$@"', 'sh', this.options.hostname, 'nsenter'] : [];
 		return {
-			file: 'nsenter',
+			file: uts.length > 0 ? 'unshare' : 'nsenter',
 			args: [
+				...uts,
 				`--net=${this.nsPath}`,
 				engine.binDir ? join(engine.binDir, 'dockerd') : 'dockerd',
 				'--config-file', join(this.dir, 'daemon.json'),
@@ -632,6 +672,20 @@ export class Sandbox {
 			await this.sysctl(this.hostNs, ['net.ipv6.conf.all.forwarding=1']);
 		}
 		if (this.options.rpFilter !== undefined) await this.setRpFilter(this.options.rpFilter);
+	}
+
+	/** A second host on another sandbox's upstream (options.sharedUpstream; see the header). */
+	private async setUpPeer(): Promise<void> {
+		await this.addNamespace(this.hostNs);
+		const h = ['-n', this.hostNs];
+		const peerLink = `eg-u-${this.id}`;
+		await run('ip', ['link', 'add', UPLINK, 'netns', this.hostNs, 'type', 'veth', 'peer', 'name', peerLink, 'netns', this.upstreamNs]);
+		for (const a of UPLINK_PEER.addresses) await run('ip', [...h, 'addr', 'add', `${a}/24`, 'dev', UPLINK]);
+		await run('ip', [...h, 'link', 'set', UPLINK, 'up']);
+		await run('ip', ['-n', this.upstreamNs, 'addr', 'add', `${UPLINK_PEER.gateway}/24`, 'dev', peerLink]);
+		await run('ip', ['-n', this.upstreamNs, 'link', 'set', peerLink, 'up']);
+		await run('ip', [...h, 'route', 'add', 'default', 'via', UPLINK_PEER.gateway]);
+		await this.sysctl(this.upstreamNs, ['net.ipv4.ip_forward=1']);
 	}
 
 	/** Two uplinks, two anti-spoofing routers, one echo server behind both (see the header). */
@@ -1053,6 +1107,13 @@ function validateOptions(options: SandboxOptions): void {
 		for (const raw of options.extraHostAddresses ?? []) multihomeExtraAddress(raw);
 	} else if (options.uplinkBGatewayRoute) {
 		throw new Error("sandbox: uplinkBGatewayRoute needs {topology: 'multihome'}");
+	}
+	const shared = options.sharedUpstream;
+	if (shared) {
+		if (topology !== 'single' || shared.topology !== 'single') throw new Error("sandbox: sharedUpstream joins a 'single' sandbox as a 'single' one");
+		if (options.ipv6 || options.extraHostAddresses?.length || options.rpFilter !== undefined) {
+			throw new Error('sandbox: sharedUpstream takes no ipv6, extraHostAddresses or rpFilter');
+		}
 	}
 }
 
