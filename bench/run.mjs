@@ -6,7 +6,7 @@
 // tests (build/test/helpers/sandbox.js: a network namespace with its own dockerd and firewall), so
 // no traffic and no rule ever touches the machine's own firewall.
 //
-//   make bench                       build, then the full run (about 15 minutes on 2 cores)
+//   make bench                       build, then the full run (about 45 minutes on 2 cores)
 //   node bench/run.mjs --quick       small sizes, for trying the script out (about 2 minutes)
 //   node bench/run.mjs --only startup,sync,latency,memory,backends,containers-latency,containers-sync
 //                                    some sections only
