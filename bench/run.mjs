@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // The benchmark suite of issue 5, items 1–4: start-up, sync at scale, event-to-rule latency in
-// `watch`, and the memory of a `watch` over many network events; and the two firewall backends side
-// by side (bench/backends.mjs, no Docker). Everything runs against the real-Docker sandbox of the
+// `watch`, and the memory of a `watch` over many network events; the two firewall backends side
+// by side (bench/backends.mjs, no Docker); and per-container egress (issue 11): container start →
+// its rule in watch, and sync with many labelled containers. Everything runs against the real-Docker sandbox of the
 // tests (build/test/helpers/sandbox.js: a network namespace with its own dockerd and firewall), so
 // no traffic and no rule ever touches the machine's own firewall.
 //
-//   make bench                       build, then the full run (about 15 minutes on 2 cores)
+//   make bench                       build, then the full run (about 45 minutes on 2 cores)
 //   node bench/run.mjs --quick       small sizes, for trying the script out (about 2 minutes)
-//   node bench/run.mjs --only startup,sync,latency,memory,backends   some sections only
+//   node bench/run.mjs --only startup,sync,latency,memory,backends,containers-latency,containers-sync
+//                                    some sections only
 //   node bench/run.mjs --backend iptables   the plugin's firewall backend (default nftables, the
 //                                    plugin's own default): DOCKER_EGRESS_FIREWALL_BACKEND of
 //                                    every plugin process; every row and the JSON name it
@@ -20,7 +22,9 @@
 // Sizes and time budgets (each has a flag; defaults in DEFAULTS below): a section that cannot
 // reach its size within its budget stops early and says so in the table ("capped"). The backends
 // section runs `node bench/backends.mjs --sizes … --flows …` (--backends-sizes, --backends-flows)
-// and prints its table under the main one.
+// and prints its table under the main one. containers-latency: --containers-latency-n,
+// --containers-latency-budget, --containers-baseline-every (a network creation every N starts, 0:
+// none); containers-sync: --containers-sync-sizes, --containers-sync-budget, --containers-concurrency.
 import { spawn, execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, readlinkSync, existsSync } from 'node:fs';
 import http from 'node:http';
@@ -56,6 +60,12 @@ const DEFAULTS = {
 	memoryBudgetS: 600, // 10,000 events take about 8 minutes at ~20 events/s
 	backendsSizes: [1, 100, 1000], // bench/backends.mjs --sizes
 	backendsFlows: 20_000, // bench/backends.mjs --flows
+	containersLatencyN: 200, // lone labelled-container starts in watch (issue 11)
+	containersLatencyBudgetS: 1200, // one start, its rule, its removal and two 1.1 s pauses: about 3.8 s on a busy machine (+ a network every 4)
+	containersBaselineEvery: 4, // one lone network creation (the baseline) every 4 container starts
+	containersSyncSizes: [0, 1, 100, 500, 1000], // labelled running containers; 0 is the baseline
+	containersSyncBudgetS: 600, // starting containers for containers-sync; sizes beyond it are capped
+	containersConcurrency: 8, // container create + start calls in flight
 };
 const QUICK = {
 	startupRuns: 5,
@@ -70,9 +80,15 @@ const QUICK = {
 	memoryBudgetS: 30,
 	backendsSizes: [1, 1000],
 	backendsFlows: 5000,
+	containersLatencyN: 20,
+	containersLatencyBudgetS: 120,
+	containersBaselineEvery: 4,
+	containersSyncSizes: [0, 1, 10, 50],
+	containersSyncBudgetS: 90,
+	containersConcurrency: 8,
 };
 
-const SECTIONS = ['startup', 'sync', 'latency', 'memory', 'backends'];
+const SECTIONS = ['startup', 'sync', 'latency', 'memory', 'backends', 'containers-latency', 'containers-sync'];
 const BACKENDS = ['nftables', 'iptables'];
 
 function parseArgs(argv) {
@@ -99,8 +115,14 @@ function parseArgs(argv) {
 			case '--memory-budget': opts.memoryBudgetS = Number(value()); break;
 			case '--backends-sizes': opts.backendsSizes = value().split(',').map(Number); break;
 			case '--backends-flows': opts.backendsFlows = Number(value()); break;
+			case '--containers-latency-n': opts.containersLatencyN = Number(value()); break;
+			case '--containers-latency-budget': opts.containersLatencyBudgetS = Number(value()); break;
+			case '--containers-baseline-every': opts.containersBaselineEvery = Number(value()); break;
+			case '--containers-sync-sizes': opts.containersSyncSizes = value().split(',').map(Number); break;
+			case '--containers-sync-budget': opts.containersSyncBudgetS = Number(value()); break;
+			case '--containers-concurrency': opts.containersConcurrency = Number(value()); break;
 			case '-h': case '--help':
-				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 22).map((l) => l.slice(3)).join('\n'));
+				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 26).map((l) => l.slice(3)).join('\n'));
 				process.exit(0);
 				break;
 			default: throw new Error(`unknown argument ${arg}`);
@@ -258,26 +280,40 @@ async function chainRules(sb, chain = 'DOCKER-EGRESS') {
 /**
  * The rules of ours in the kernel, whichever backend is in use, as [{subnet, name, sourceIp, bridge}]:
  * nftables: the elements of map `ip docker-egress network_source` (name from the element's comment,
- * bridge from set network_bridge; no table, no rules); iptables: the rules of chain DOCKER-EGRESS.
+ * bridge from set network_bridge; no table, no rules); iptables: the rules of chain DOCKER-EGRESS
+ * (the containers' own rules among them: see ourKernelRules).
  */
-async function ourRules(sb) {
+const ourRules = async (sb) => (await ourKernelRules(sb)).networks;
+
+/**
+ * One read of our rules: {networks: as ourRules, containers: [{address: 'A.B.C.D/32', sourceIp, name}]}.
+ * The containers' own rules (issue 11): nftables: the elements of map `ip docker-egress
+ * container_source`; iptables: the rules of chain DOCKER-EGRESS whose source is a single address
+ * (`-s A.B.C.D/32`, ahead of the networks' rules; they stay in `networks` too, as before).
+ */
+async function ourKernelRules(sb) {
 	if (BACKEND === 'nftables') {
 		const r = await inNs(sb, NFT, ['-j', 'list', 'table', 'ip', 'docker-egress'], { capture: true });
 		if (r.code !== 0) {
-			if (/No such file or directory/.test(r.stderr)) return [];
+			if (/No such file or directory/.test(r.stderr)) return { networks: [], containers: [] };
 			throw new Error(`nft -j list table ip docker-egress: exit ${r.code}\n${r.stderr}`);
 		}
 		const table = parseNftTable(JSON.parse(r.stdout).nftables, 'ip');
 		if (!table.intact) throw new Error(`table ip docker-egress is not as the plugin writes it: ${table.damage.join('; ')}`);
-		return table.elements.map((e) => ({ subnet: e.subnet, name: e.network, sourceIp: e.sourceIp, bridge: e.bridge }));
+		return {
+			networks: table.elements.map((e) => ({ subnet: e.subnet, name: e.network, sourceIp: e.sourceIp, bridge: e.bridge })),
+			containers: table.containers.map((e) => ({ address: e.subnet, sourceIp: e.sourceIp, name: e.network })),
+		};
 	}
-	return (await chainRules(sb)).map((line) => ({
+	const networks = (await chainRules(sb)).map((line) => ({
 		subnet: /(?:^| )-s (\S+)/.exec(line)?.[1],
 		name: /--comment "?docker-egress:([^" ]+)/.exec(line)?.[1],
 		sourceIp: /--to-source (\S+)/.exec(line)?.[1],
 		bridge: /! -o (\S+)/.exec(line)?.[1],
 		line,
 	}));
+	const containers = networks.filter((r) => r.subnet?.endsWith('/32')).map((r) => ({ address: r.subnet, sourceIp: r.sourceIp, name: r.name }));
+	return { networks, containers };
 }
 
 /** The rule of one network is in the kernel as the plugin writes it (subnet, bridge, address). */
@@ -640,11 +676,24 @@ const shq = (s) => (/^[\w./:!=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''
  * commit notification received when that read returned. Each lone creation below is one commit,
  * whose notification starts the read that finds it; in a burst, a read that races a later commit
  * can date a subnet a little late, never early.
+ *
+ * Containers' own rules (issue 11) are keyed by their address ('A.B.C.D/32'). An address comes and
+ * goes (Docker hands it to the next container), so every commit (nftables: every read, dated as
+ * above) in which a key is present is kept: waitAppear(key, since) resolves to the first at or after
+ * `since`. The caller makes sure the key was absent at `since` (it waits for the previous holder's
+ * rule to be gone): the first commit after it that holds the key is the one that added it.
  */
 async function kernelMonitor(sb) {
 	const tablesOnly = BACKEND === 'nftables';
 	const child = spawn('nsenter', [`--net=${sb.nsPath}`, 'stdbuf', '-oL', NFT, 'monitor', ...(tablesOnly ? ['new', 'tables'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
 	const seen = new Map();
+	const appearances = new Map(); // key -> [times of the commits that held it]
+	const appeared = (key, t) => {
+		if (!seen.has(key)) seen.set(key, t);
+		const times = appearances.get(key);
+		if (!times) appearances.set(key, [t]);
+		else if (times.at(-1) !== t) times.push(t);
+	};
 	const readMs = [];
 	let commits = 0;
 	let lastCommit;
@@ -661,9 +710,10 @@ async function kernelMonitor(sb) {
 			do {
 				again = false;
 				const t0 = now();
-				const rules = await ourRules(sb);
+				const { networks: rules, containers } = await ourKernelRules(sb);
 				readMs.push(now() - t0);
-				for (const r of rules) if (!seen.has(r.subnet)) seen.set(r.subnet, lastCommit);
+				for (const r of rules) appeared(r.subnet, lastCommit);
+				for (const c of containers) appeared(c.address, lastCommit);
 			} while (again);
 		} catch (error) {
 			readError = error;
@@ -690,8 +740,9 @@ async function kernelMonitor(sb) {
 					void readOurs();
 				}
 			} else {
+				// Every write adds the whole chain again: each `add rule` line is an appearance.
 				const m = /^add rule ip nat DOCKER-EGRESS .*\bip saddr (\S+) /.exec(line);
-				if (m && !seen.has(m[1])) seen.set(m[1], t);
+				if (m) appeared(m[1].includes('/') ? m[1] : `${m[1]}/32`, t);
 			}
 		}
 	});
@@ -721,6 +772,17 @@ async function kernelMonitor(sb) {
 				await sleep(1);
 			}
 			return seen.get(subnet);
+		},
+		async waitAppear(key, since, timeoutMs = 15_000) {
+			const t0 = now();
+			for (;;) {
+				const t = appearances.get(key)?.find((x) => x >= since);
+				if (t !== undefined) return t;
+				if (readError) throw readError;
+				if (child.exitCode !== null) throw new Error(`nft monitor ended (${child.exitCode ?? child.signalCode}): ${stderr}`);
+				if (now() - t0 > timeoutMs) throw new Error(`rule for ${key} did not appear within ${timeoutMs} ms`);
+				await sleep(1);
+			}
 		},
 		stop() {
 			child.kill();
@@ -832,6 +894,296 @@ async function benchLatency(opts, table) {
 		table.push(['watch latency', `create returned → rule in kernel, ${s.n} lone creations${capped}`, `p50 ${s.median} ms, p99 ${s.p99} ms (max ${s.max})`, `${how}; watch's own "rule added" log line: p50 ${result.singleLogLine.median}, p99 ${result.singleLogLine.p99} ms`, `p99 < 250 ms: ${s.p99 < 250 ? 'met' : 'missed'}`]);
 		const b = result.burst;
 		table.push(['watch latency', `burst of ${b.networks} created at once: all rules in kernel`, `${b.fromFirstCallMs} ms after the first call`, `the creates took ${b.creationSpanMs} ms (dockerd); last rule ${b.fromLastCreateReturnedMs} ms after the last create returned; rules added in ${b.reconcilesThatAddedRules} reconciles`, '']);
+		return result;
+	});
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3b. Per-container egress (issue 11): container start → its rule, and sync with many containers
+
+const CONTAINER_LABEL = 'docker-egress.source-ip';
+const CONTAINER_SOURCE_IP = '192.0.2.12';
+/** The containers' network: a plain user-defined bridge (no egress label), 4094 addresses. */
+const CONTAINER_SUBNET = '198.19.192.0/20';
+/** Creating containers stops (the size is capped) when the machine has less memory than this left. */
+const MIN_FREE_BYTES = 4 * 2 ** 30;
+
+/** A plain bridge network for the containers (no label of ours: the containers' own labels are the rules). */
+async function createContainerNetwork(sb, name) {
+	const r = await engine(sb, 'POST', '/networks/create', { Name: name, CheckDuplicate: true, Driver: 'bridge', IPAM: { Config: [{ Subnet: CONTAINER_SUBNET }] } });
+	return { name, id: r.Id };
+}
+
+/**
+ * `docker run -d --label docker-egress.source-ip=192.0.2.12 --network NET egress-probe:latest sleep 3600`
+ * through the Engine API (create, then start: what the CLI does). Returns {id, name, createMs, startMs, started}
+ * where `started` is performance.now() when the start call returned.
+ */
+async function runLabelled(sb, name, network) {
+	const t0 = now();
+	const c = await engine(sb, 'POST', `/containers/create?name=${encodeURIComponent(name)}`, {
+		Image: 'egress-probe:latest',
+		Cmd: ['sleep', '3600'],
+		Labels: { [CONTAINER_LABEL]: CONTAINER_SOURCE_IP },
+		HostConfig: { NetworkMode: network },
+	});
+	const t1 = now();
+	await engine(sb, 'POST', `/containers/${c.Id}/start`);
+	const started = now();
+	return { id: c.Id, name, createMs: t1 - t0, startMs: started - t1, started };
+}
+
+async function containerAddress(sb, id, network) {
+	const info = await engine(sb, 'GET', `/containers/${id}/json`);
+	const ip = info.NetworkSettings?.Networks?.[network]?.IPAddress;
+	if (!ip) throw new Error(`container ${id.slice(0, 12)} has no address on ${network}`);
+	return `${ip}/32`;
+}
+
+const removeContainer = (sb, id) => engine(sb, 'DELETE', `/containers/${id}?force=true`);
+
+/** Polls our rules (every 50 ms) until `gone(rules)` holds; the time it took. */
+async function waitKernel(sb, gone, what, timeoutMs = 15_000) {
+	const t0 = now();
+	for (;;) {
+		if (gone(await ourKernelRules(sb))) return now() - t0;
+		if (now() - t0 > timeoutMs) throw new Error(`${what} after ${timeoutMs} ms`);
+		await sleep(50);
+	}
+}
+
+/**
+ * The daemon's `start` events of containers: id -> the event's time on our performance.now() clock
+ * (timeNano is the daemon's wall clock, on the same machine as ours).
+ */
+function containerStartEvents(sb) {
+	const times = new Map();
+	const filters = encodeURIComponent(JSON.stringify({ type: ['container'], event: ['start'] }));
+	const req = http.request({ socketPath: sb.socket, method: 'GET', path: `/events?filters=${filters}` }, (res) => {
+		res.setEncoding('utf8');
+		let buf = '';
+		res.on('data', (c) => {
+			buf += c;
+			let nl;
+			while ((nl = buf.indexOf('\n')) >= 0) {
+				const line = buf.slice(0, nl);
+				buf = buf.slice(nl + 1);
+				try {
+					const e = JSON.parse(line);
+					if (e.Action === 'start' && e.id) times.set(e.id, Number(e.timeNano) / 1e6 - performance.timeOrigin);
+				} catch {}
+			}
+		});
+	});
+	req.on('error', () => {});
+	req.end();
+	return { times, stop: () => req.destroy() };
+}
+
+async function benchContainersLatency(opts, table) {
+	return withSandbox('containers-latency', async (sb) => {
+		if (!hasNft()) throw new Error('containers-latency reads the kernel through `nft monitor`: nft is missing');
+		const result = { backend: BACKEND, asked: opts.containersLatencyN, budgetS: opts.containersLatencyBudgetS, baselineEvery: opts.containersBaselineEvery, image: 'egress-probe:latest', sourceIp: CONTAINER_SOURCE_IP };
+		const net = await createContainerNetwork(sb, 'bench_cnet');
+		const events = containerStartEvents(sb);
+		const w = await startWatch(sb);
+		result.watchExe = w.exe;
+		const monitor = await kernelMonitor(sb);
+		result.method = monitor.method;
+		const logTime = (key, value, after) => w.lines.find((l) => l.msg === 'rule added' && l[key] === value && l.t >= after)?.t;
+		const fromStart = []; // start call returned → rule in kernel
+		const fromEvent = []; // the daemon's start event → rule in kernel
+		const logLine = []; // start call returned → watch's "rule added" line
+		const createMs = [];
+		const startMs = [];
+		const goneMs = []; // container removed → its rule gone (polled)
+		const netLatencies = []; // baseline: network create returned → rule in kernel
+		const netLogLine = [];
+		const samples = [];
+		try {
+			const deadline = now() + opts.containersLatencyBudgetS * 1000;
+			await sleep(1100);
+			let netIndex = 1100;
+			for (let i = 0; i < opts.containersLatencyN && now() < deadline; i++) {
+				// The baseline, interleaved: one lone network creation every `baselineEvery` container starts.
+				if (opts.containersBaselineEvery > 0 && i % opts.containersBaselineEvery === 0) {
+					const before = now();
+					const n = await createNetwork(sb, `bench_cl${netIndex}`, netIndex);
+					netIndex++;
+					const t0 = now();
+					const t = await monitor.waitAppear(n.subnet, before);
+					netLatencies.push(t - t0);
+					for (let k = 0; k < 50 && logTime('network', n.name, before) === undefined; k++) await sleep(10);
+					const tl = logTime('network', n.name, before);
+					if (tl !== undefined) netLogLine.push(tl - t0);
+					await sleep(1100);
+					await removeNetwork(sb, n.id);
+					await waitKernel(sb, (r) => !r.networks.some((x) => x.subnet === n.subnet), `rule of ${n.name} still there`);
+					await sleep(1100);
+				}
+				const before = now();
+				const c = await runLabelled(sb, `bench_c${i}`, net.name);
+				const address = await containerAddress(sb, c.id, net.name);
+				const t = await monitor.waitAppear(address, before).catch(async (error) => {
+					const kernel = await ourKernelRules(sb).catch((e) => String(e));
+					const lines = w.lines.filter((l) => l.t >= before - 3000).map((l) => JSON.stringify(l));
+					throw new Error(`${error.message}; in the kernel: ${JSON.stringify(kernel)}; watch since: ${lines.join(' ')}`);
+				});
+				createMs.push(c.createMs);
+				startMs.push(c.startMs);
+				fromStart.push(t - c.started);
+				const te = events.times.get(c.id);
+				if (te !== undefined) fromEvent.push(t - te);
+				const rules = await ourKernelRules(sb);
+				const rule = rules.containers.find((x) => x.address === address);
+				if (!rule || rule.sourceIp !== CONTAINER_SOURCE_IP) throw new Error(`rule of ${c.name} (${address}) reported but not in the kernel as written (${BACKEND}): ${JSON.stringify(rule)}`);
+				for (let k = 0; k < 50 && logTime('network', c.name, before) === undefined; k++) await sleep(10);
+				const tl = logTime('network', c.name, before);
+				if (tl !== undefined) logLine.push(tl - c.started);
+				samples.push({ address, startReturnedToRuleMs: round(t - c.started, 1), eventToRuleMs: te === undefined ? null : round(t - te, 1), startCallMs: round(c.startMs, 1) });
+				// Lone starts: watch leaves its burst mode (1 s after an event-driven reconcile) before the
+				// removal, and again before the next start.
+				await sleep(1100);
+				const tr = now();
+				await removeContainer(sb, c.id);
+				await waitKernel(sb, (r) => !r.containers.some((x) => x.address === address), `rule of ${c.name} (${address}) still there after its removal`);
+				goneMs.push(now() - tr);
+				await sleep(1100);
+				if ((i + 1) % 20 === 0) log(`containers-latency: ${i + 1} starts: p50 ${round(median(fromStart))} ms, p99 ${round(pct(fromStart, 99))} ms; networks p50 ${round(median(netLatencies))} ms`);
+			}
+		} finally {
+			result.monitor = monitor.stats();
+			monitor.stop();
+			events.stop();
+			result.watchExit = await stopWatch(w);
+		}
+		result.single = { ...stats(fromStart), samples };
+		result.fromEvent = stats(fromEvent);
+		result.logLine = stats(logLine);
+		result.createCallMs = stats(createMs);
+		result.startCallMs = stats(startMs);
+		result.removedToGoneMs = stats(goneMs);
+		result.baseline = { ...stats(netLatencies), samples: netLatencies.map((x) => round(x, 1)), logLine: stats(netLogLine) };
+		result.errorLogLines = w.lines.filter((l) => l.level === 'error').length;
+		log(`containers-latency: ${fromStart.length} lone starts: p50 ${result.single.median} ms, p99 ${result.single.p99} ms; baseline ${netLatencies.length} networks: p50 ${result.baseline.median}, p99 ${result.baseline.p99} ms`);
+		const s = result.single;
+		const capped = s.n < opts.containersLatencyN ? ` (capped from ${opts.containersLatencyN}: ${opts.containersLatencyBudgetS} s budget)` : '';
+		const how = BACKEND === 'nftables' ? `commit seen by \`nft monitor new tables\`, then one read of map container_source (one read ${result.monitor.readsMs?.median} ms)` : 'rule seen by `nft monitor`';
+		table.push(['containers latency', `start call returned → container's rule in kernel, ${s.n} lone starts${capped}`, `p50 ${s.median} ms, p99 ${s.p99} ms (max ${s.max})`, `${how}; from the daemon's \`start\` event: p50 ${result.fromEvent.median}, p99 ${result.fromEvent.p99} ms; watch's "rule added" line: p50 ${result.logLine.median}, p99 ${result.logLine.p99} ms; the start call itself: p50 ${result.startCallMs.median} ms`, `issue 11: p99 < 250 ms: ${s.p99 < 250 ? 'met' : 'missed'}`]);
+		const b = result.baseline;
+		if (b.n > 0) table.push(['containers latency', `baseline: network create returned → rule in kernel, ${b.n} lone creations (interleaved, same watch)`, `p50 ${b.median} ms, p99 ${b.p99} ms (max ${b.max})`, `containers vs networks: p50 ${round(s.median / b.median, 2)}×, p99 ${round(s.p99 / b.p99, 2)}×; removal → rule gone (polled every 50 ms): containers p50 ${result.removedToGoneMs.median} ms`, '']);
+		return result;
+	});
+}
+
+async function benchContainersSync(opts, table) {
+	return withSandbox('containers-sync', async (sb) => {
+		const result = { backend: BACKEND, levels: [], creation: [], cappedAt: undefined, cappedBy: undefined, budgetS: opts.containersSyncBudgetS, concurrency: opts.containersConcurrency, freeAtStartGiB: round(os.freemem() / 2 ** 30, 1) };
+		const net = await createContainerNetwork(sb, 'bench_csync');
+		const made = []; // {id, name}
+		const budgetEnd = now() + opts.containersSyncBudgetS * 1000;
+		const timeSync = async () => {
+			const r = await egress(sb, ['sync'], { capture: true });
+			if (r.code !== 0) throw new Error(`sync: exit ${r.code}\n${r.stderr}`);
+			const summary = r.stdout.trim().split('\n').at(-1) ?? '';
+			if (!summary.endsWith(` (${BACKEND})`)) throw new Error(`sync did not use the ${BACKEND} backend: ${summary}`);
+			return r;
+		};
+		const emptyOurs = () =>
+			BACKEND === 'iptables'
+				? mustRun('nsenter', [`--net=${sb.nsPath}`, 'iptables', '-t', 'nat', '-F', 'DOCKER-EGRESS'])
+				: mustRun('nsenter', [`--net=${sb.nsPath}`, NFT, '-f', '-'], { input: 'table ip docker-egress {}\ndelete table ip docker-egress\n' });
+		let lowMemory = false;
+		const createUpTo = async (count) => {
+			const todo = Array.from({ length: count - made.length }, (_, k) => made.length + k);
+			if (todo.length === 0) return;
+			const t0 = now();
+			const batch = await pool(todo, opts.containersConcurrency, async (i) => {
+				if (lowMemory || os.freemem() < MIN_FREE_BYTES) {
+					lowMemory = true;
+					return undefined;
+				}
+				const c = await runLabelled(sb, `bench_cs${i}`, net.name);
+				return { id: c.id, name: c.name };
+			}, budgetEnd);
+			made.push(...batch);
+			const s = (now() - t0) / 1000;
+			result.creation.push({ from: made.length - batch.length, to: made.length, seconds: round(s, 1), perSecond: round(batch.length / s, 1), freeGiB: round(os.freemem() / 2 ** 30, 1) });
+			log(`containers-sync: started ${batch.length} containers in ${round(s, 1)} s (${round(batch.length / s, 1)}/s), ${made.length} in all; ${round(os.freemem() / 2 ** 30, 1)} GiB free`);
+		};
+		try {
+			for (const size of opts.containersSyncSizes) {
+				await createUpTo(size);
+				let target = size;
+				if (made.length < size) {
+					target = made.length;
+					result.cappedAt = target;
+					result.cappedBy = lowMemory ? `less than ${MIN_FREE_BYTES / 2 ** 30} GiB of memory free` : `budget ${opts.containersSyncBudgetS} s`;
+				}
+				const level = { size: target, asked: size };
+				// The sync that applies the containers just started (the first apply of this batch).
+				level.batchAppliedMs = round((await timeSync()).ms, 1);
+				const kernel = await ourKernelRules(sb);
+				if (kernel.containers.length !== target) throw new Error(`expected ${target} container rules (${BACKEND}), found ${kernel.containers.length}`);
+				if (kernel.containers.some((c) => c.sourceIp !== CONTAINER_SOURCE_IP)) throw new Error('a container rule with another source address');
+				// Interleaved (no change, from empty, no change, …), after 2 s for the batch to settle, so
+				// that neither case gets the quieter end of the machine's load.
+				await sleep(2000);
+				const noChange = [];
+				const fromEmpty = [];
+				for (let r = 0; r < opts.syncRepeats + 2; r++) {
+					noChange.push((await timeSync()).ms);
+					if (r < opts.syncRepeats) {
+						await emptyOurs();
+						fromEmpty.push((await timeSync()).ms);
+					}
+				}
+				level.noChangeMs = stats(noChange);
+				level.fromEmptyMs = stats(fromEmpty);
+				const after = await ourKernelRules(sb);
+				if (after.containers.length !== target) throw new Error(`after sync from empty: expected ${target} container rules, found ${after.containers.length}`);
+				level.freeGiB = round(os.freemem() / 2 ** 30, 1);
+				result.levels.push(level);
+				log(`containers-sync: ${target} containers: no change ${level.noChangeMs.median} ms, from empty ${level.fromEmptyMs.median} ms, batch applied ${level.batchAppliedMs} ms`);
+				if (result.cappedAt !== undefined) break;
+			}
+		} finally {
+			// Removed here, 8 at a time: the sandbox's own teardown gives `docker rm -f` 60 s in all.
+			const t0 = now();
+			await pool(made, 8, (c) => removeContainer(sb, c.id).then(() => true, () => true));
+			log(`containers-sync: removed ${made.length} containers in ${round((now() - t0) / 1000, 1)} s`);
+		}
+		const base = result.levels.find((l) => l.size === 0);
+		const empty = BACKEND === 'iptables' ? 'from an empty chain' : 'from no table';
+		const containers = (n) => `${n} labelled container${n === 1 ? '' : 's'}`;
+		for (const l of result.levels) {
+			const capped = l.size !== l.asked ? ` (capped from ${l.asked}: ${result.cappedBy})` : '';
+			const largest = l === result.levels.at(-1) && l.size > 0;
+			const vs = base && l !== base ? `${signed(l.noChangeMs.median - base.noChangeMs.median)} ms vs 0 containers (${round(l.noChangeMs.median / base.noChangeMs.median, 2)}×)` : l === base ? 'the baseline: the containers\' network, no labelled container' : '';
+			table.push(['containers sync', `no change, ${containers(l.size)}${capped}`, `${l.noChangeMs.median} ms`, vs, largest ? `issue 11: 1000 containers < 1 s: ${l.noChangeMs.median < 1000 && l.fromEmptyMs.median < 1000 ? 'met' : 'missed'}${l.size < 1000 ? ` (at ${l.size})` : ''}` : '']);
+			table.push(['containers sync', `${empty}, ${containers(l.size)}`, `${l.fromEmptyMs.median} ms`, `${base && l !== base ? `${signed(l.fromEmptyMs.median - base.fromEmptyMs.median)} ms vs 0 containers; ` : ''}the sync right after the batch was started: ${l.batchAppliedMs} ms`, '']);
+		}
+		result.growth = [];
+		const withContainers = result.levels.filter((l) => l.size > 0);
+		for (let k = 1; k < withContainers.length; k++) {
+			const [a, b] = [withContainers[k - 1], withContainers[k]];
+			const per = (key) => round((b[key].median - a[key].median) / (b.size - a.size), 3);
+			result.growth.push({ from: a.size, to: b.size, noChangeMsPerContainer: per('noChangeMs'), fromEmptyMsPerContainer: per('fromEmptyMs'), noChangeRatio: round(b.noChangeMs.median / a.noChangeMs.median, 2), fromEmptyRatio: round(b.fromEmptyMs.median / a.fromEmptyMs.median, 2) });
+		}
+		if (result.growth.length > 0) {
+			const g = result.growth;
+			// As for networks: superlinear when the last wide step costs over 1.5× per container the step
+			// before it, plus 0.2 ms for noise.
+			const wide = g.filter((x) => x.to - x.from >= 200);
+			const [prev, last] = [wide.at(-2), wide.at(-1)];
+			const superlinear = (key) => prev !== undefined && last[key] > 1.5 * Math.max(prev[key], 0) + 0.2;
+			result.linear = prev === undefined ? null : !superlinear('noChangeMsPerContainer') && !superlinear('fromEmptyMsPerContainer');
+			const shown = last ?? g.at(-1);
+			const steps = g.map((x) => `${x.from}→${x.to}: ${x.noChangeMsPerContainer} / ${x.fromEmptyMsPerContainer} ms (time ×${x.noChangeRatio} / ×${x.fromEmptyRatio} for ×${round(x.to / x.from, 1)} containers)`).join('; ');
+			table.push(['containers sync', 'cost of each extra container (no change / from empty)', `${shown.noChangeMsPerContainer} / ${shown.fromEmptyMsPerContainer} ms (${shown.from}→${shown.to})`, steps, prev ? `linear: ${result.linear ? 'met' : 'missed'} (${last.from}→${last.to} vs ${prev.from}→${prev.to})` : '']);
+		}
+		const mem = result.creation.length > 0 && made.length > 0 ? ` (about ${round(((result.freeAtStartGiB - result.creation.at(-1).freeGiB) * 1024) / made.length, 1)} MiB of the machine's memory each)` : '';
+		table.push(['containers sync', `starting labelled containers (Engine API create + start, ${opts.containersConcurrency} in flight)`, result.creation.map((c) => `${c.perSecond}/s`).join(', '), `${result.creation.map((c) => `${c.from}→${c.to}`).join(', ')}${mem}`, result.cappedAt !== undefined ? `capped at ${result.cappedAt} (${result.cappedBy})` : '']);
 		return result;
 	});
 }
@@ -1014,7 +1366,7 @@ function machine() {
 }
 
 function printTable(table) {
-	const header = ['', 'measure', 'figure', 'compared with (same run)', 'issue 5 target'];
+	const header = ['', 'measure', 'figure', 'compared with (same run)', 'target (issue 5 unless named)'];
 	const rows = [header, header.map(() => '---'), ...table];
 	const widths = header.map((_, c) => Math.max(...rows.map((r) => String(r[c] ?? '').length)));
 	return rows.map((r) => `| ${r.map((cell, c) => String(cell ?? '').padEnd(widths[c])).join(' | ')} |`).join('\n').replace(/\| -+ /g, (m) => `| ${'-'.repeat(m.length - 3)} `);
@@ -1036,10 +1388,10 @@ async function main() {
 	const t0 = now();
 	const out = { startedAt: new Date().toISOString(), backend: BACKEND, machine: machine(), options: opts, binary: BIN, envRemoved: ENV_REMOVED, sections: {}, errors: {} };
 	const table = [];
-	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory, backends: benchBackends };
-	// sync last of the Docker sections: the kernel takes a while to clean up after its thousand
-	// bridges; backends after it, in a namespace of its own.
-	for (const name of ['startup', 'latency', 'memory', 'sync', 'backends']) {
+	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory, backends: benchBackends, 'containers-latency': benchContainersLatency, 'containers-sync': benchContainersSync };
+	// sync and containers-sync last of the Docker sections: the kernel takes a while to clean up
+	// after their thousand bridges and veths; backends after them, in a namespace of its own.
+	for (const name of ['startup', 'latency', 'containers-latency', 'memory', 'sync', 'containers-sync', 'backends']) {
 		if (!opts.only.includes(name)) continue;
 		const ts = now();
 		const firstRow = table.length;
