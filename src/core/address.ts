@@ -20,7 +20,33 @@ export function intToIpv4(n: number): string {
 }
 
 /** Parses an IPv4 CIDR; undefined when it is not one. Host bits are kept in `given`. */
-export function parseIpv4Cidr(text: string): (Cidr & { hostBitsSet: boolean }) | undefined {
+/**
+ * Parsing through ip-cidr (big integers) costs ~0.1 ms; reconciles parse the same few subnets and
+ * ranges for every network and container, so answers are kept (bounded; values are frozen).
+ */
+const parsed4 = new Map<string, Readonly<Cidr & { hostBitsSet: boolean }> | undefined>();
+const parsed6 = new Map<string, Readonly<Cidr6> | undefined>();
+const MEMO_LIMIT = 10_000;
+
+function memo<T>(cache: Map<string, T>, key: string, compute: () => T): T {
+	if (cache.has(key)) {
+		return cache.get(key)!;
+	}
+
+	if (cache.size >= MEMO_LIMIT) {
+		cache.clear();
+	}
+
+	const value = compute();
+	cache.set(key, value === undefined ? value : (Object.freeze(value) as T));
+	return value;
+}
+
+export function parseIpv4Cidr(text: string): Readonly<Cidr & { hostBitsSet: boolean }> | undefined {
+	return memo(parsed4, text, () => parseIpv4CidrUncached(text));
+}
+
+function parseIpv4CidrUncached(text: string): (Cidr & { hostBitsSet: boolean }) | undefined {
 	const [address, prefixText] = text.split('/');
 	if (address === undefined || prefixText === undefined || !/^\d{1,2}$/.test(prefixText) || !isIPv4(address)) {
 		return undefined;
@@ -110,7 +136,11 @@ export type Cidr6 = {
 };
 
 /** Parses an IPv6 CIDR; undefined when it is not one. */
-export function parseIpv6Cidr(text: string): Cidr6 | undefined {
+export function parseIpv6Cidr(text: string): Readonly<Cidr6> | undefined {
+	return memo(parsed6, text, () => parseIpv6CidrUncached(text));
+}
+
+function parseIpv6CidrUncached(text: string): Cidr6 | undefined {
 	const [address, prefixText] = text.split('/');
 	// The ':' test first: net.isIPv6 compiles a very large regular expression on first use
 	// (~8 ms), which an IPv4 subnet, the common case, should not pay for.

@@ -61,6 +61,8 @@ export class Watcher {
 	private debounce: NodeJS.Timeout | undefined;
 	private firstRequestAt = 0;
 	private lastEventReconcileAt = 0;
+	/** The last reconcile changed the firewall or routing. */
+	private lastApplied = false;
 	/** A drift check asked for by a rule change: due, running, and asked for again meanwhile. */
 	private checkTimer: NodeJS.Timeout | undefined;
 	private checking: Promise<void> | undefined;
@@ -254,6 +256,7 @@ export class Watcher {
 		while (this.pending && !this.context.signal.aborted) {
 			const trigger = this.pending;
 			this.pending = undefined;
+			this.lastApplied = false;
 			this.running = this.reconcileNow(trigger).catch((error: unknown) => {
 				if (!(error instanceof InterruptedError && this.context.signal.aborted)) {
 					this.log.error('reconcile failed', { trigger, error: reason(error) });
@@ -261,7 +264,9 @@ export class Watcher {
 			});
 			await this.running;
 			this.running = undefined;
-			if (trigger === 'events' || trigger === 'host') {
+			// Only a reconcile that changed something starts a burst window: a container's `connect`
+			// (nothing to do yet) must not hold back the `start` that follows it by the burst's quiet time.
+			if ((trigger === 'events' || trigger === 'host') && this.lastApplied) {
 				this.lastEventReconcileAt = Date.now();
 			}
 		}
@@ -334,6 +339,7 @@ export class Watcher {
 			this.desired = result.plan.desired;
 			this.bridges = result.dockerBridges;
 			this.desiredRoutes = desiredRouting(result.networks);
+			this.lastApplied = result.applied;
 			this.snapshot = { networks: result.dockerNetworks, containers: result.containers, ...(result.node ? { node: result.node } : {}) };
 			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.ipv4.length + result.plan.desired.ipv6.length });
 			this.report(result.plan, trigger, result.applied);
