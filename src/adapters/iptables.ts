@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { nftFamilies, NFT_TABLE, renderNft, type NftFamily } from '../core/nft.js';
 import { CHAIN, jumpShadow, parseNatState, planSync, renderRestore, ruleKey, ruleText, type NatState, type SnatRule } from '../core/rules.js';
+import type { RuleCounter } from '../core/connections.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
 import { dropText, filterDropsMissing, parseFilterState, planFilterSteps, type DropRule, type FilterState } from '../core/drops.js';
 import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
@@ -83,8 +84,9 @@ function legacyTablesInUse(): boolean {
 	}
 }
 
+/** The nat table is read with its counters (`-c`): our rules' packets are the connections they translated. */
 async function readSave(flavour: Flavour, family: Family = 'ipv4', table: 'nat' | 'filter' = 'nat'): Promise<string> {
-	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, ['-t', table]);
+	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, table === 'nat' ? ['-c', '-t', table] : ['-t', table]);
 }
 
 type IptablesState = FirewallState & {
@@ -247,6 +249,11 @@ export class IptablesBackend implements FirewallBackend {
 
 	ruleTexts(rules: SnatRule[], drops: DropRule[] = []): string[] {
 		return [...rules.map((rule) => ruleText(rule)), ...drops.map((rule) => `-t filter ${dropText(rule)}`)];
+	}
+
+	counters(state: FirewallState): RuleCounter[] {
+		const { nat, nat6 } = state as IptablesState;
+		return [...nat.counters, ...nat6.counters];
 	}
 }
 

@@ -7,6 +7,7 @@ import type { RuleCheck } from '../adapters/firewall.js';
 import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
 import { egressContainers } from '../core/container.js';
 import { SOURCE_IPV6_LABEL, dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
+import { connectionsOf } from '../core/connections.js';
 import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
@@ -35,6 +36,11 @@ export type EgressView = {
 	containers: ContainerOnNetwork[];
 	/** rp_filter of the uplink, for networks routed through one (1 strict, 2 loose, 0 off). */
 	rpFilter?: number;
+	/**
+	 * New connections its rules translated since they were written (their counters), or undefined
+	 * where no rule of it is in place with a counter (none, a remote daemon, an unreadable firewall).
+	 */
+	connections?: number;
 };
 
 /** The views; a policy file or a firewall that cannot be read fails the call (see listEgressViews). */
@@ -97,6 +103,7 @@ export async function listEgressViews(
 	const ownAddresses = egressContainers(labelledContainers, dockerNetworks, allNetworks, addresses);
 	const containerEntries = host && addresses ? attachUplinks(ownAddresses, { addresses, routes: host.mainRoutes, links: host.links }) : ownAddresses;
 	const bridges = dockerBridges(dockerNetworks);
+	const counters = backend && firewall ? backend.counters(firewall) : [];
 	const rpFilters = new Map<string, number | undefined>();
 	for (const network of networks) {
 		if (network.uplink && !rpFilters.has(network.uplink.interface)) {
@@ -108,6 +115,7 @@ export async function listEgressViews(
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
 		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
+		const connections = network.problem ? undefined : connectionsOf(rules, counters);
 		const status: RuleStatus = network.container && !network.container.running
 			? 'stopped'
 			: network.problem
@@ -140,6 +148,7 @@ export async function listEgressViews(
 			backend: backend?.name ?? '',
 			rules: backend ? backend.ruleTexts(rules, drops) : [],
 			containers: network.container ? [] : containers.filter((container) => container.networkId === network.id),
+			...(connections === undefined ? {} : { connections }),
 		};
 	};
 
