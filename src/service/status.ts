@@ -12,7 +12,7 @@ import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { rpFilter } from '../adapters/routing.js';
-import { attachUplinks, isRoutingActive } from '../core/routing.js';
+import { attachUplinks, isRoutingActive, type RoutingPlan } from '../core/routing.js';
 import { EgressError, reason } from '../errors.js';
 import type { Context } from './context.js';
 
@@ -42,6 +42,30 @@ export type EgressView = {
 	 */
 	connections?: number;
 };
+
+/**
+ * One network's (or container entry's) status: its own problem first, then what the firewall
+ * backend found of its rules (`check`), then its policy routing (undefined: not known).
+ */
+export function ruleStatus(network: EgressNetwork, check: RuleCheck | undefined, routing: RoutingPlan | undefined): RuleStatus {
+	if (network.container && !network.container.running) {
+		return 'stopped';
+	}
+
+	if (network.problem) {
+		return network.sourceMissing ? 'source-missing' : 'invalid';
+	}
+
+	if (!check || !routing) {
+		return 'unknown';
+	}
+
+	if (check.status !== 'active') {
+		return check.status;
+	}
+
+	return isRoutingActive(network, routing) ? 'active' : 'missing';
+}
 
 /** The views; a policy file or a firewall that cannot be read fails the call (see listEgressViews). */
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
@@ -116,19 +140,7 @@ export async function listEgressViews(
 		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
 		const connections = network.problem ? undefined : connectionsOf(rules, counters);
-		const status: RuleStatus = network.container && !network.container.running
-			? 'stopped'
-			: network.problem
-			? network.sourceMissing
-				? 'source-missing'
-				: 'invalid'
-			: !check || !routing
-				? 'unknown'
-				: check.status !== 'active'
-					? check.status
-					: isRoutingActive(network, routing)
-						? 'active'
-						: 'missing';
+		const status = ruleStatus(network, check, routing);
 		const statusReason = network.problem
 			? `${network.problem}${failClosedText(network, drops, backend && firewall ? backend.checkDrops(firewall, drops) : firewallError?.message ?? 'the firewall is not on this host')}`
 			: firewallError
