@@ -45,7 +45,7 @@ ENGINES ?= 29-nftables 29-iptables 28 20.10
 MATRIX ?= 29-nftables:nftables:full 29-iptables:nftables:full 28:iptables:full 20.10:nftables:full 20.10:iptables:full
 MATRIX_TESTS ?= build/test/integration/sandbox.test.js build/test/integration/create.test.js build/test/integration/sync.test.js build/test/integration/backends.test.js
 # Globs reach ava as they are (the recipe runs with `set -f`): ava expands them.
-UNIT_TESTS ?= build/test/{core,cli,adapters,commands,pkg}/**/*.test.js
+UNIT_TESTS ?= build/test/{core,cli,adapters,commands,pkg,service}/**/*.test.js
 INTEGRATION_TESTS ?= build/test/integration/**/*.test.js
 
 EXE := dist/docker-egress
