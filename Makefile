@@ -6,6 +6,7 @@
 #                  the unit tests once, the integration suite on each Docker engine (see below)
 #   make engines   install Docker 29.7.2 and Docker 28 into .cache/engines (test/engines/install.sh)
 #   make check     type-check only
+#   make promtool  extract Prometheus' promtool into .cache/promtool (test/integration/metrics.test.ts)
 #   make clean     remove build/ and dist/ (and .cache/: the Node runtime, the engines)
 #
 # System-wide install: make install PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
@@ -64,7 +65,7 @@ BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.
 
 .DEFAULT_GOAL := build
 .DELETE_ON_ERROR:
-.PHONY: build install install-service uninstall test check clean engines
+.PHONY: build install install-service uninstall test check clean engines promtool
 
 build: $(EXE)
 
@@ -96,6 +97,10 @@ check: $(NPM_STAMP)
 # .cache/engines; quick when already there. Only the engines named in ENGINES.
 engines:
 	test/engines/install.sh $(ENGINES)
+
+# Prometheus' promtool for `promtool check metrics` (metrics.test.ts), from Debian's prometheus package.
+promtool:
+	test/tools/install-promtool.sh
 
 # Every run is made (a failing engine does not hide the next ones); the summary says which failed.
 test: $(EXE) $(TSC_STAMP) engines

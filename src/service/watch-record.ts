@@ -75,6 +75,16 @@ export class WatchRecord {
 		this.lastFailure = undefined;
 	}
 
+	/**
+	 * A drift check found the rules as the last reconcile left them, with the daemon answering: they
+	 * are known to be right now (unless the last reconcile failed, which only a reconcile can undo).
+	 */
+	verified(): void {
+		if (!this.lastFailure && !this.daemonDown) {
+			this.lastSuccessAt = this.now();
+		}
+	}
+
 	failed(trigger: Trigger, seconds: number | undefined, reason: FailureReason, message: string): void {
 		if (seconds !== undefined) {
 			this.timed(trigger, seconds);

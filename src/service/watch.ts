@@ -309,9 +309,12 @@ export class Watcher {
 			if (backend.plan(state, desired, this.bridges).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
 				this.pending ??= trigger;
 				await this.drain();
+			} else if (!this.daemonLost && !this.notAnswering) {
+				this.record.verified();
 			}
 		} catch (error) {
 			this.log.error('drift check failed', { trigger, error: reason(error) });
+			this.record.failed(trigger, undefined, failureReason(error), `drift check: ${reason(error)}`);
 		}
 	}
 

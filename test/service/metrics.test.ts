@@ -167,3 +167,22 @@ test('health: 503 with one line while starting, while the daemon is away, after 
 	record.daemonUnavailable('gone', 'connect ENOENT');
 	t.regex((record.health() as { reason: string }).reason, /^daemon unreachable since .*: connect ENOENT$/);
 });
+
+test('a drift check that finds the rules right moves the last-sync time on, unless the daemon is away or the last reconcile failed', (t) => {
+	let now = 1_000_000;
+	const record = new WatchRecord(() => now);
+	record.daemonUp();
+	record.synced('start', 0.1);
+	now += 5000;
+	record.verified();
+	t.is(record.lastSuccessAt, 1_005_000);
+	record.daemonUnavailable('not answering', 'no answer');
+	now += 5000;
+	record.verified();
+	t.is(record.lastSuccessAt, 1_005_000);
+	record.daemonUp();
+	record.failed('events', 0.1, 'policies', 'policies unreadable');
+	now += 5000;
+	record.verified();
+	t.is(record.lastSuccessAt, 1_005_000);
+});
