@@ -94,6 +94,10 @@ test.serial('GET /metrics: Prometheus text format, every docker_egress_ metric, 
 	t.true(Math.abs((value(text, 'docker_egress_last_successful_sync_timestamp_seconds') ?? 0) - Date.now() / 1000) < 120);
 	t.is(value(text, 'docker_egress_sync_failures_total{reason="firewall"}'), 0);
 	t.is(value(text, `docker_egress_connections_total{network="${NET.name}",source_ip="${NET.ip}"}`), 0);
+	// On a quiet host the drift checks (every --interval, here 1 s) keep the last-sync time current.
+	const synced = value(text, 'docker_egress_last_successful_sync_timestamp_seconds')!;
+	await sleep(2500);
+	t.true((await metric(sb, 'docker_egress_last_successful_sync_timestamp_seconds'))! > synced, 'a drift check that finds the rules right counts');
 	const health = await get(sb, '/healthz');
 	t.is(health.status, 200);
 	t.is(health.body, 'ok\n');
