@@ -64,9 +64,9 @@ export class Firewall {
 		return parseFilterState(await readSave(this.flavour, family, 'filter'));
 	}
 
-	/** The command line that applies restore input (shown by --dry-run). */
-	restoreCommand(family: Family = 'ipv4'): string[] {
-		return [`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${this.flavour}-restore`, '-w', '--noflush'];
+	/** The command line that applies restore input (shown by --dry-run); `counters`: the input sets rule counters (`[packets:bytes]`). */
+	restoreCommand(family: Family = 'ipv4', counters = false): string[] {
+		return [`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${this.flavour}-restore`, '-w', ...(counters ? ['--counters'] : []), '--noflush'];
 	}
 
 	async restore(input: string, family: Family = 'ipv4'): Promise<void> {
@@ -167,7 +167,9 @@ export class IptablesBackend implements FirewallBackend {
 			}
 
 			if (plan.changed) {
-				steps.push({ command: this.firewall.restoreCommand(family), input: renderRestore(plan) });
+				// The rules that stay keep their counts (connections translated): a change elsewhere does not reset them.
+				const input = renderRestore(plan);
+				steps.push({ command: this.firewall.restoreCommand(family, /^\[\d+:\d+\] -A /m.test(input)), input });
 			}
 		}
 

@@ -2,7 +2,7 @@
 // read back as JSON (`nft -j`), replaced in one `nft -f` transaction. It reads other tables only to
 // learn what runs before our chain, and never changes them. On a host that ran the iptables
 // backend before, a plan also removes that backend's chain and jump (iptables-restore).
-import type { RuleCounter } from '../core/connections.js';
+import { carriedCounts, type RuleCounter } from '../core/connections.js';
 import { absentTable, NFT_BLOCKED_SET, NFT_CHAIN, nftCounters, nftDropText, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
 import { parseFilterState, planFilter, type DropRule, type FilterState } from '../core/drops.js';
 import { parseNatState, renderRemoval, type NatState, type SnatRule } from '../core/rules.js';
@@ -112,7 +112,8 @@ export class NftablesBackend implements FirewallBackend {
 		const steps: Step[] = [];
 		if (families.length > 0) {
 			const present = Object.fromEntries(nftFamilies.map((family) => [family, tables[family].exists]));
-			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present, drops, dockerBridges) });
+			// The counts of the elements that stay are written back: a change elsewhere does not reset them.
+			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present, drops, dockerBridges, carriedCounts(nftCounters(tables))) });
 		}
 
 		if (iptables) {

@@ -5,7 +5,15 @@ import { canonicalIpv6 } from './address.js';
 import type { SnatRule } from './rules.js';
 
 /** One rule of ours as read back, with its counter (packets: new connections) when it has one. */
-export type RuleCounter = { subnet: string; sourceIp: string; packets?: number };
+export type RuleCounter = { subnet: string; sourceIp: string; packets?: number; bytes?: number };
+
+/**
+ * The counts of the rules as read, by counterKey: a rewrite writes them back for the rules it
+ * keeps, so a change elsewhere does not start them at zero.
+ */
+export function carriedCounts(counters: readonly RuleCounter[]): Map<string, { packets: number; bytes: number }> {
+	return new Map(counters.filter((counter) => counter.packets !== undefined).map((counter) => [counterKey(counter), { packets: counter.packets!, bytes: counter.bytes ?? 0 }]));
+}
 
 /**
  * The new connections the rules of one network (or container entry) translated: the sum of their
@@ -28,7 +36,7 @@ export function connectionsOf(rules: readonly SnatRule[], counters: readonly Rul
  * Subnet and source address (a container's rule is its address as a host prefix, /32 or /128,
  * which no network's subnet can be: they are /30 or larger).
  */
-function counterKey(counter: { subnet: string; sourceIp: string }): string {
+export function counterKey(counter: { subnet: string; sourceIp: string }): string {
 	const [address = '', length] = counter.subnet.split('/');
 	const v6 = address.includes(':');
 	return `${v6 ? canonicalIpv6(address) : address}/${length ?? (v6 ? '128' : '32')} ${v6 ? canonicalIpv6(counter.sourceIp) : counter.sourceIp}`;

@@ -28,7 +28,7 @@
 // or nft, and Docker 29's own `docker-bridges` tables), and anyone else's. The first NAT binding of a
 // connection wins, so our SNAT is the one that counts.
 import { canonicalIpv6 } from './address.js';
-import type { RuleCounter } from './connections.js';
+import { counterKey, type RuleCounter } from './connections.js';
 import type { DropRule } from './drops.js';
 import type { SnatRule } from './rules.js';
 
@@ -52,7 +52,10 @@ export type NftFamily = 'ip' | 'ip6';
 export const nftFamilies: readonly NftFamily[] = ['ip', 'ip6'];
 
 /** One element of the source map: a subnet and the address it egresses from (and its counter's packets: new connections). */
-export type NftElement = { subnet: string; sourceIp: string; bridge?: string; network?: string; packets?: number };
+export type NftElement = { subnet: string; sourceIp: string; bridge?: string; network?: string; packets?: number; bytes?: number };
+
+/** Counts to write back, by counterKey (see core/connections.ts carriedCounts). */
+export type CarriedCounts = ReadonlyMap<string, { packets: number; bytes: number }>;
 
 /** What one of our tables holds now. */
 export type NftTableState = {
@@ -84,7 +87,8 @@ function familyOf(rule: { subnet: string }): NftFamily {
 
 /**
  * `nft -f` input that replaces our table of each family with one holding `rules` and `drops`
- * (drops exempt traffic out through `bridges`), or removes it.
+ * (drops exempt traffic out through `bridges`), or removes it. Elements found in `counts` get their
+ * counter back (`counter packets N bytes M`): a rewrite keeps the counts of the rules it keeps.
  */
 export function renderNft(
 	rules: SnatRule[],
@@ -92,6 +96,7 @@ export function renderNft(
 	present: Partial<Record<NftFamily, boolean>> = {},
 	drops: DropRule[] = [],
 	bridges: Iterable<string> = [],
+	counts: CarriedCounts = new Map(),
 ): string {
 	const lines: string[] = [];
 	for (const family of families) {
@@ -116,6 +121,7 @@ export function renderNft(
 				mine.filter((rule) => rule.container),
 				blocked,
 				[...bridges].sort(),
+				counts,
 			),
 		);
 	}
@@ -123,8 +129,12 @@ export function renderNft(
 	return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
-function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[], drops: DropRule[], bridges: string[]): string[] {
+function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[], drops: DropRule[], bridges: string[], counts: CarriedCounts): string[] {
 	const addr = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+	const counter = (rule: SnatRule) => {
+		const count = counts.get(counterKey(rule));
+		return count && count.packets > 0 ? ` counter packets ${count.packets} bytes ${count.bytes}` : '';
+	};
 	const proto = family === 'ip' ? 'ip' : 'ip6';
 	const elements = (items: string[]) => (items.length === 0 ? [] : [`\t\telements = { ${items.join(', ')} }`]);
 	const bridgeSet =
@@ -136,7 +146,7 @@ function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[],
 					`\tmap ${NFT_CONTAINER_MAP} {`,
 					`\t\ttype ${addr} : ${addr}`,
 					'\t\tcounter',
-					...elements(containers.map((rule) => `${rule.subnet.split('/')[0]!} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
+					...elements(containers.map((rule) => `${rule.subnet.split('/')[0]!}${counter(rule)} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
 					'\t}',
 				];
 	// Containers first: traffic to any Docker bridge (other containers) is not egress; a container's own address wins over its network's.
@@ -163,7 +173,7 @@ function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[],
 		`\t\ttype ${addr} : ${addr}`,
 		'\t\tflags interval',
 		'\t\tcounter',
-		...elements(rules.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
+		...elements(rules.map((rule) => `${rule.subnet}${counter(rule)} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
 		'\t}',
 		`\tset ${NFT_BRIDGE_SET} {`,
 		`\t\ttype ${addr} . ifname`,
@@ -242,8 +252,8 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 			counted.push(hasCounter(object));
 			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
 				const [key, data] = element as [unknown, unknown];
-				const { value: subnet, comment: name, packets } = elementValue(key);
-				const parsed = { subnet: prefixText(subnet, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }), ...(packets === undefined ? {} : { packets }) };
+				const { value: subnet, comment: name, counted: count } = elementValue(key);
+				const parsed = { subnet: prefixText(subnet, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }), ...count };
 				if (parsed.subnet === undefined || parsed.sourceIp === undefined) {
 					damage.push(`unreadable element in map ${NFT_SOURCE_MAP}: ${JSON.stringify(element)}`);
 				} else {
@@ -266,8 +276,8 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 			counted.push(hasCounter(object));
 			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
 				const [key, data] = element as [unknown, unknown];
-				const { value: address, comment: name, packets } = elementValue(key);
-				const parsed = { subnet: prefixText(address, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }), ...(packets === undefined ? {} : { packets }) };
+				const { value: address, comment: name, counted: count } = elementValue(key);
+				const parsed = { subnet: prefixText(address, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }), ...count };
 				if (parsed.subnet === undefined || parsed.sourceIp === undefined) {
 					damage.push(`unreadable element in map ${NFT_CONTAINER_MAP}: ${JSON.stringify(element)}`);
 				} else {
@@ -363,14 +373,15 @@ function forwardShape(expr: Json[] | undefined, family: NftFamily): string {
 	return `other rule ${JSON.stringify(statements).slice(0, 200)}`;
 }
 
-function elementValue(raw: unknown): { value: unknown; comment?: string; packets?: number } {
+function elementValue(raw: unknown): { value: unknown; comment?: string; counted?: { packets: number; bytes: number } } {
 	const wrapped = (raw as Json | undefined)?.['elem'] as Json | undefined;
 	if (wrapped) {
-		const packets = (wrapped['counter'] as Json | undefined)?.['packets'];
+		const counter = wrapped['counter'] as Json | undefined;
+		const { packets, bytes } = counter ?? {};
 		return {
 			value: wrapped['val'],
 			...(typeof wrapped['comment'] === 'string' ? { comment: wrapped['comment'] } : {}),
-			...(typeof packets === 'number' ? { packets } : {}),
+			...(typeof packets === 'number' ? { counted: { packets, bytes: typeof bytes === 'number' ? bytes : 0 } } : {}),
 		};
 	}
 
@@ -458,7 +469,7 @@ export function nftCounters(tables: Partial<Record<NftFamily, NftTableState>>): 
 		[...(tables[family]?.containers ?? []), ...(tables[family]?.elements ?? [])].map((element) => ({
 			subnet: element.subnet,
 			sourceIp: element.sourceIp,
-			...(element.packets === undefined ? {} : { packets: element.packets }),
+			...(element.packets === undefined ? {} : { packets: element.packets, bytes: element.bytes ?? 0 }),
 		})),
 	);
 }

@@ -1,7 +1,7 @@
 // The firewall layout as plain values: the SNAT rules egress networks ask for, what the nat
 // table holds now (parsed from iptables-save), the plan between the two, and the
 // iptables-restore text that carries the plan out in one transaction.
-import type { RuleCounter } from './connections.js';
+import { carriedCounts, counterKey, type RuleCounter } from './connections.js';
 import { servesFamily, type EgressNetwork } from './network.js';
 import { iptablesShadow } from './shadow.js';
 import { optionValue, tokenize } from './save-words.js';
@@ -112,7 +112,7 @@ export function parseNatState(save: string): NatState {
 	const state: NatState = { chainExists: false, rules: [], counters: [], foreign: [], ownJumps: 0, ahead: [], foreignJumps: [], chains: new Map() };
 	let inNat = false;
 	for (const saved of save.split('\n')) {
-		const counted = /^\[(\d+):\d+\] (?=-A )/.exec(saved);
+		const counted = /^\[(\d+):(\d+)\] (?=-A )/.exec(saved);
 		const line = counted ? saved.slice(counted[0].length) : saved;
 		if (line.startsWith('*')) {
 			inNat = line === '*nat';
@@ -130,7 +130,7 @@ export function parseNatState(save: string): NatState {
 			if (rule) {
 				state.rules.push(rule);
 				if (counted) {
-					state.counters.push({ subnet: rule.subnet, sourceIp: rule.sourceIp, packets: Number(counted[1]) });
+					state.counters.push({ subnet: rule.subnet, sourceIp: rule.sourceIp, packets: Number(counted[1]), bytes: Number(counted[2]) });
 				}
 			} else {
 				state.foreign.push(line);
@@ -190,6 +190,8 @@ export type SyncPlan = {
 	jumpReason?: string;
 	/** The desired chain, in order. */
 	desired: SnatRule[];
+	/** The counts of the rules as read, written back for the rules that stay (iptables-restore --counters). */
+	counts: ReturnType<typeof carriedCounts>;
 	changed: boolean;
 };
 
@@ -241,6 +243,7 @@ export function planSync(actual: NatState, desired: SnatRule[], dockerBridges: R
 		jumpDeletions: jumpRepair ? actual.ownJumps : 0,
 		...(jumpReason === undefined ? {} : { jumpReason }),
 		desired,
+		counts: carriedCounts(actual.counters),
 		changed,
 	};
 }
@@ -267,7 +270,11 @@ export function isRuleActive(network: EgressNetwork, actual: NatState, family: '
  * only our own jump is deleted, by its exact text (never by position: positions move under us).
  */
 export function renderRestore(plan: SyncPlan): string {
-	const lines = ['*nat', `:${CHAIN} - [0:0]`, ...plan.desired.map((rule) => ruleText(rule))];
+	const counted = (rule: SnatRule) => {
+		const count = plan.counts.get(counterKey(rule));
+		return count && count.packets > 0 ? `[${count.packets}:${count.bytes}] ` : '';
+	};
+	const lines = ['*nat', `:${CHAIN} - [0:0]`, ...plan.desired.map((rule) => `${counted(rule)}${ruleText(rule)}`)];
 	if (plan.jumpRepair) {
 		lines.push(...Array.from({ length: plan.jumpDeletions }, () => `-D POSTROUTING ${JUMP_SPEC}`), `-I POSTROUTING 1 ${JUMP_SPEC}`);
 	}

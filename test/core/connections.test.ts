@@ -1,7 +1,7 @@
 import test from 'ava';
-import { connectionsOf, type RuleCounter } from '../../src/core/connections.js';
-import { nftCounters, parseNftTable } from '../../src/core/nft.js';
-import { parseNatState, type SnatRule } from '../../src/core/rules.js';
+import { carriedCounts, connectionsOf, type RuleCounter } from '../../src/core/connections.js';
+import { nftCounters, parseNftTable, renderNft } from '../../src/core/nft.js';
+import { parseNatState, planSync, renderRestore, type SnatRule } from '../../src/core/rules.js';
 
 // `nft -j list table ip docker-egress` (nft 1.0.6, kernel 6.18) of a table with counters on both
 // source maps, after three UDP flows of two datagrams each from 10.77.0.1 and one container flow.
@@ -18,9 +18,9 @@ test('nftables: each source-map element carries its counter; the table with coun
 	t.true(table.intact, table.damage.join('; '));
 	t.true(table.counters);
 	t.deepEqual(nftCounters({ ip: table }), [
-		{ subnet: '172.18.0.5/32', sourceIp: '192.0.2.13', packets: 1 },
-		{ subnet: '10.77.0.0/24', sourceIp: '192.0.2.12', packets: 3 },
-		{ subnet: '172.18.0.0/16', sourceIp: '192.0.2.11', packets: 0 },
+		{ subnet: '172.18.0.5/32', sourceIp: '192.0.2.13', packets: 1, bytes: 29 },
+		{ subnet: '10.77.0.0/24', sourceIp: '192.0.2.12', packets: 3, bytes: 87 },
+		{ subnet: '172.18.0.0/16', sourceIp: '192.0.2.11', packets: 0, bytes: 0 },
 	]);
 	t.is(connectionsOf([zb], nftCounters({ ip: table })), 3);
 	t.is(connectionsOf([za], nftCounters({ ip: table })), 0);
@@ -62,8 +62,8 @@ test('iptables: -c counters give each rule of ours its packets; the lines themse
 	const withCounters = parseNatState(save);
 	const without = parseNatState(save.replaceAll(/^\[\d+:\d+\] /gm, ''));
 	t.deepEqual(withCounters.counters, [
-		{ subnet: '10.77.0.0/24', sourceIp: '192.0.2.12', packets: 5 },
-		{ subnet: '172.18.0.0/16', sourceIp: '192.0.2.11', packets: 0 },
+		{ subnet: '10.77.0.0/24', sourceIp: '192.0.2.12', packets: 5, bytes: 300 },
+		{ subnet: '172.18.0.0/16', sourceIp: '192.0.2.11', packets: 0, bytes: 0 },
 	]);
 	t.deepEqual({ ...withCounters, counters: [] }, without);
 	t.is(withCounters.ownJumps, 1);
@@ -83,4 +83,23 @@ test('a network sums its subnets of both families; IPv6 addresses match whatever
 	// A rule in place with another address is not this network's.
 	t.is(connectionsOf([{ ...zb, sourceIp: '192.0.2.13' }], counters), undefined);
 	t.is(connectionsOf([], counters), undefined);
+});
+
+test('nftables: a rewrite writes back the counts of the elements that stay; new ones and changed ones start at zero', (t) => {
+	const counts = carriedCounts(nftCounters({ ip: parseNftTable(counted, 'ip') }));
+	const zc: SnatRule = { network: 'z_c', subnet: '10.78.0.0/24', bridge: 'z_c', sourceIp: '192.0.2.11' };
+	const text = renderNft([c1, zb, { ...za, sourceIp: '192.0.2.13' }, zc], ['ip'], { ip: true }, [], ['z_a', 'z_b'], counts);
+	t.true(text.includes('elements = { 10.77.0.0/24 counter packets 3 bytes 87 comment "z_b" : 192.0.2.12, 172.18.0.0/16 comment "z_a" : 192.0.2.13, 10.78.0.0/24 comment "z_c" : 192.0.2.11 }'), text);
+	t.true(text.includes('elements = { 172.18.0.5 counter packets 1 bytes 29 comment "c1" : 192.0.2.13 }'), text);
+	t.false(renderNft([zb], ['ip']).includes('packets'), 'without counts, no counter values');
+});
+
+test('iptables: a rewrite of the chain writes back the counts of the rules that stay ([packets:bytes], restored with --counters)', (t) => {
+	const actual = parseNatState(save);
+	const zbTagged = { ...zb, id: '0123456789ab' };
+	const zc: SnatRule = { network: 'z_c', id: 'cccccccccccc', subnet: '10.78.0.0/24', bridge: 'z_c', sourceIp: '192.0.2.13' };
+	const text = renderRestore(planSync(actual, [zbTagged, zc]));
+	t.regex(text, /^\[5:300\] -A DOCKER-EGRESS -s 10\.77\.0\.0\/24 ! -o z_b .* --to-source 192\.0\.2\.12$/m);
+	t.regex(text, /^-A DOCKER-EGRESS -s 10\.78\.0\.0\/24 /m);
+	t.false(renderRestore(planSync(parseNatState(save.replaceAll(/^\[\d+:\d+\] /gm, '')), [zbTagged])).includes('] -A '), 'read without -c: no counts');
 });

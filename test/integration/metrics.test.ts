@@ -138,6 +138,19 @@ test.serial('three connections from the network: connections_total and ls Connec
 	t.true(json.Connections >= 3);
 	const inspect = JSON.parse((await egress(sb, ['inspect', NET.name, '--state-dir', stateDir(sb)])).stdout) as Array<{ Connections: number }>;
 	t.true(inspect[0]!.Connections >= 3, JSON.stringify(inspect));
+
+	// Another network's rule rewrites the whole table (nftables) or chain (iptables): the count stays.
+	const other = { name: 'z_mx_other', subnet: '10.74.1.0/24', ip: '192.0.2.13' };
+	t.teardown(async () => {
+		await sb.docker(['network', 'rm', other.name], { reject: false });
+	});
+	await labelledNetwork(sb, other.name, other.subnet, other.ip);
+	await waitForRule(sb, other.subnet, other.ip);
+	await sleep(1500); // a drift check reads the rewritten rules
+	t.true(((await metric(sb, series)) ?? 0) >= before + 3, 'the count survives a rewrite for another network');
+	const again = await egress(sb, ['ls', '--format', '{{.Name}} {{.Connections}}', '--state-dir', stateDir(sb)]);
+	t.true(Number(/^z_mx_keep (\d+)$/m.exec(again.stdout)?.[1]) >= 3, again.stdout);
+	t.regex(again.stdout, /^z_mx_other 0$/m);
 });
 
 test.serial('a container with its own address: its own series, and ps / inspect count its connections', async (t) => {
