@@ -8,6 +8,7 @@
 #                  and this host's nft, iptables, ip and conntrack (pkg/image.sh; pulls nothing)
 #   make engines   install Docker 29.7.2 and Docker 28 into .cache/engines (test/engines/install.sh)
 #   make check     type-check only
+#   make promtool  extract Prometheus' promtool into .cache/promtool (test/integration/metrics.test.ts)
 #   make clean     remove build/ and dist/ (and .cache/: the Node runtime, the engines)
 #
 # System-wide install: make install PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
@@ -47,7 +48,7 @@ ENGINES ?= 29-nftables 29-iptables 28 20.10
 MATRIX ?= 29-nftables:nftables:full 29-iptables:nftables:full 28:iptables:full 20.10:nftables:full 20.10:iptables:full
 MATRIX_TESTS ?= build/test/integration/sandbox.test.js build/test/integration/create.test.js build/test/integration/sync.test.js build/test/integration/backends.test.js
 # Globs reach ava as they are (the recipe runs with `set -f`): ava expands them.
-UNIT_TESTS ?= build/test/{core,cli,adapters,commands,pkg}/**/*.test.js
+UNIT_TESTS ?= build/test/{core,cli,adapters,commands,pkg,service}/**/*.test.js
 INTEGRATION_TESTS ?= build/test/integration/**/*.test.js
 
 EXE := dist/docker-egress
@@ -66,7 +67,7 @@ BUNDLE_INPUTS := $(shell find $(CURDIR)/src -type d -o -name '*.ts' -o -name '*.
 
 .DEFAULT_GOAL := build
 .DELETE_ON_ERROR:
-.PHONY: build install install-service uninstall test check clean engines image
+.PHONY: build install install-service uninstall test check clean engines image promtool
 
 build: $(EXE)
 
@@ -98,6 +99,10 @@ check: $(NPM_STAMP)
 # .cache/engines; quick when already there. Only the engines named in ENGINES.
 engines:
 	test/engines/install.sh $(ENGINES)
+
+# Prometheus' promtool for `promtool check metrics` (metrics.test.ts), from Debian's prometheus package.
+promtool:
+	test/tools/install-promtool.sh
 
 # Every run is made (a failing engine does not hide the next ones); the summary says which failed.
 test: $(EXE) $(TSC_STAMP) engines

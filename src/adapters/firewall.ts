@@ -2,6 +2,7 @@
 // A backend reads what the kernel holds of ours (and what runs before it), plans the change to
 // the desired rules as plain values, applies a plan in one transaction per tool, and judges one
 // network's rules: active, missing, or shadowed by something that NATs its traffic first.
+import type { RuleCounter } from '../core/connections.js';
 import type { DropRule } from '../core/drops.js';
 import type { SnatRule } from '../core/rules.js';
 import type { ForeignChain } from '../core/shadow.js';
@@ -57,6 +58,11 @@ export interface FirewallBackend {
 	checkDrops(state: FirewallState, drops: DropRule[]): string | undefined;
 	/** The exact rule text that serves each rule (and each drop), as `inspect` shows it. */
 	ruleTexts(rules: SnatRule[], drops?: DropRule[]): string[];
+	/**
+	 * Every rule of ours in `state` with its packet counter: the new connections it translated since
+	 * it was written (a NAT rule sees only a connection's first packet). See core/connections.ts.
+	 */
+	counters(state: FirewallState): RuleCounter[];
 }
 
 /** The backend asked for: the --firewall-backend flag, then $DOCKER_EGRESS_FIREWALL_BACKEND, else auto. */

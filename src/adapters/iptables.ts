@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { nftFamilies, NFT_TABLE, renderNft, type NftFamily } from '../core/nft.js';
 import { CHAIN, jumpShadow, parseNatState, planSync, renderRestore, ruleKey, ruleText, type NatState, type SnatRule } from '../core/rules.js';
+import type { RuleCounter } from '../core/connections.js';
 import type { Desired, FirewallBackend, FirewallPlan, FirewallState, ReadOptions, RuleCheck, Step } from './firewall.js';
 import { dropText, filterDropsMissing, parseFilterState, planFilterSteps, type DropRule, type FilterState } from '../core/drops.js';
 import { nftCommand, nftJson, parseChains, readForeignChains, shadowOf } from './nft-hooks.js';
@@ -63,9 +64,9 @@ export class Firewall {
 		return parseFilterState(await readSave(this.flavour, family, 'filter'));
 	}
 
-	/** The command line that applies restore input (shown by --dry-run). */
-	restoreCommand(family: Family = 'ipv4'): string[] {
-		return [`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${this.flavour}-restore`, '-w', '--noflush'];
+	/** The command line that applies restore input (shown by --dry-run); `counters`: the input sets rule counters (`[packets:bytes]`). */
+	restoreCommand(family: Family = 'ipv4', counters = false): string[] {
+		return [`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${this.flavour}-restore`, '-w', ...(counters ? ['--counters'] : []), '--noflush'];
 	}
 
 	async restore(input: string, family: Family = 'ipv4'): Promise<void> {
@@ -83,8 +84,9 @@ function legacyTablesInUse(): boolean {
 	}
 }
 
+/** The nat table is read with its counters (`-c`): our rules' packets are the connections they translated. */
 async function readSave(flavour: Flavour, family: Family = 'ipv4', table: 'nat' | 'filter' = 'nat'): Promise<string> {
-	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, ['-t', table]);
+	return runCommand(`${family === 'ipv4' ? 'iptables' : 'ip6tables'}-${flavour}-save`, table === 'nat' ? ['-c', '-t', table] : ['-t', table]);
 }
 
 type IptablesState = FirewallState & {
@@ -165,7 +167,9 @@ export class IptablesBackend implements FirewallBackend {
 			}
 
 			if (plan.changed) {
-				steps.push({ command: this.firewall.restoreCommand(family), input: renderRestore(plan) });
+				// The rules that stay keep their counts (connections translated): a change elsewhere does not reset them.
+				const input = renderRestore(plan);
+				steps.push({ command: this.firewall.restoreCommand(family, /^\[\d+:\d+\] -A /m.test(input)), input });
 			}
 		}
 
@@ -247,6 +251,11 @@ export class IptablesBackend implements FirewallBackend {
 
 	ruleTexts(rules: SnatRule[], drops: DropRule[] = []): string[] {
 		return [...rules.map((rule) => ruleText(rule)), ...drops.map((rule) => `-t filter ${dropText(rule)}`)];
+	}
+
+	counters(state: FirewallState): RuleCounter[] {
+		const { nat, nat6 } = state as IptablesState;
+		return [...nat.counters, ...nat6.counters];
 	}
 }
 

@@ -2,7 +2,8 @@
 // read back as JSON (`nft -j`), replaced in one `nft -f` transaction. It reads other tables only to
 // learn what runs before our chain, and never changes them. On a host that ran the iptables
 // backend before, a plan also removes that backend's chain and jump (iptables-restore).
-import { absentTable, NFT_BLOCKED_SET, NFT_CHAIN, nftDropText, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
+import { carriedCounts, type RuleCounter } from '../core/connections.js';
+import { absentTable, NFT_BLOCKED_SET, NFT_CHAIN, nftCounters, nftDropText, nftFamilies, nftRuleText, nftRules, NFT_PRIORITY, NFT_TABLE, parseNftTable, renderNft, type NftFamily, type NftTableState } from '../core/nft.js';
 import { parseFilterState, planFilter, type DropRule, type FilterState } from '../core/drops.js';
 import { parseNatState, renderRemoval, type NatState, type SnatRule } from '../core/rules.js';
 import { canonicalIpv6 } from '../core/address.js';
@@ -99,13 +100,20 @@ export class NftablesBackend implements FirewallBackend {
 				notes.push(`rebuilt table ${family} ${NFT_TABLE} (${table.damage.join('; ')})`);
 			}
 
+			// Written by a version before connection counters: rewritten once, with them.
+			const uncounted = want && table.exists && !damaged && !table.counters;
+			if (uncounted) {
+				notes.push(`rewrote table ${family} ${NFT_TABLE} with connection counters`);
+			}
+
 			const containers = wanted.some((rule) => rule.container && familyOf(rule) === family);
-			return (want && (!table.exists || damaged)) || (!want && table.exists) || familyChanged(family, added, removed) || dropsChanged(table, blocked, containers, dockerBridges);
+			return (want && (!table.exists || damaged)) || uncounted || (!want && table.exists) || familyChanged(family, added, removed) || dropsChanged(table, blocked, containers, dockerBridges);
 		});
 		const steps: Step[] = [];
 		if (families.length > 0) {
 			const present = Object.fromEntries(nftFamilies.map((family) => [family, tables[family].exists]));
-			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present, drops, dockerBridges) });
+			// The counts of the elements that stay are written back: a change elsewhere does not reset them.
+			steps.push({ command: [nftCommand(), '-f', '-'], input: renderNft(wanted, families, present, drops, dockerBridges, carriedCounts(nftCounters(tables))) });
 		}
 
 		if (iptables) {
@@ -187,6 +195,10 @@ export class NftablesBackend implements FirewallBackend {
 
 	ruleTexts(rules: SnatRule[], drops: DropRule[] = []): string[] {
 		return [...rules.flatMap((rule) => nftRuleText(rule)), ...drops.map((rule) => nftDropText(rule))];
+	}
+
+	counters(state: FirewallState): RuleCounter[] {
+		return nftCounters((state as NftState).tables);
 	}
 }
 

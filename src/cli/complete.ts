@@ -26,7 +26,7 @@ const commandFlags: Record<string, string[]> = {
 	inspect: [],
 	rm: ['--dry-run'],
 	sync: ['--dry-run'],
-	watch: ['--interval', '--log-format'],
+	watch: ['--interval', '--log-format', '--metrics-address'],
 	set: ['--source-ip', '--source-ipv6', '--via', '--via6'],
 	unset: [],
 	verify: ['--container', '--url', '--image', '--timeout', '--format'],

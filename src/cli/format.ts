@@ -6,7 +6,8 @@
 import { UsageError } from '../errors.js';
 import { escapeControls, safeJson, truncate } from '../core/text.js';
 
-export type Row = Record<string, string | number | boolean>;
+/** null: not known (shown empty in tables and templates, null in JSON). */
+export type Row = Record<string, string | number | boolean | null>;
 
 export type Columns = Array<{ field: string; header: string }>;
 

@@ -68,6 +68,8 @@ export function inspectObject(view: EgressView, containerViews: EgressView[] = [
 		...(network.problem ? { Problem: network.problem } : {}),
 		FirewallBackend: view.backend || null,
 		Rules: view.rules,
+		// New connections its rules translated since they were written (their counters); null: not known.
+		Connections: view.connections ?? null,
 		Containers: view.containers.map((container) => ({ ID: container.id, Name: container.name, IPv4Address: container.ipv4Address })),
 		// Containers on it with an egress address of their own (label on the container): theirs wins.
 		ContainerEgress: containerViews
@@ -79,6 +81,7 @@ export function inspectObject(view: EgressView, containerViews: EgressView[] = [
 				SourceIP: [own.network.sourceIp, own.network.sourceIpv6].filter((address) => address !== undefined && address !== '').join(','),
 				Status: own.status,
 				...(own.statusReason ? { StatusReason: own.statusReason } : {}),
+				Connections: own.connections ?? null,
 			})),
 	};
 }

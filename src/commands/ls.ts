@@ -92,5 +92,7 @@ export function lsRow(view: EgressView, noTrunc = false): Row {
 		Masquerade: network.masquerade,
 		Problem: network.problem ?? '',
 		StatusReason: view.statusReason ?? '',
+		// New connections translated since its rules were written; null where not known.
+		Connections: view.connections ?? null,
 	};
 }

@@ -72,5 +72,6 @@ export function psRow(view: EgressView, noTrunc = false): Row {
 		Status: view.status,
 		StatusReason: view.statusReason ?? '',
 		Problem: network.problem ?? '',
+		Connections: view.connections ?? null,
 	};
 }

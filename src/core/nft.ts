@@ -3,7 +3,7 @@
 // in one transaction. Nothing here reads or writes another table.
 //
 //   table ip docker-egress {
-//     map network_source { type ipv4_addr : ipv4_addr; flags interval; elements = { SUBNET : SOURCE, … } }
+//     map network_source { type ipv4_addr : ipv4_addr; flags interval; counter; elements = { SUBNET : SOURCE, … } }
 //     set network_bridge { type ipv4_addr . ifname; flags interval; elements = { SUBNET . "BRIDGE", … } }
 //     chain postrouting {
 //       type nat hook postrouting priority srcnat - 10; policy accept;
@@ -20,10 +20,15 @@
 //     }
 //   }
 //
+// Both source maps carry a counter per element: the nat chain sees only the first packet of a
+// connection, so an element's packets are the new connections it translated since the table was
+// written (every rewrite starts them at zero; rewrites happen only on change).
+//
 // The base chain runs before every NAT chain at `srcnat` (100): Docker's masquerade (iptables, legacy
 // or nft, and Docker 29's own `docker-bridges` tables), and anyone else's. The first NAT binding of a
 // connection wins, so our SNAT is the one that counts.
 import { canonicalIpv6 } from './address.js';
+import { counterKey, type RuleCounter } from './connections.js';
 import type { DropRule } from './drops.js';
 import type { SnatRule } from './rules.js';
 
@@ -46,8 +51,11 @@ const COMMENT_MAX = 120;
 export type NftFamily = 'ip' | 'ip6';
 export const nftFamilies: readonly NftFamily[] = ['ip', 'ip6'];
 
-/** One element of the source map: a subnet and the address it egresses from. */
-export type NftElement = { subnet: string; sourceIp: string; bridge?: string; network?: string };
+/** One element of the source map: a subnet and the address it egresses from (and its counter's packets: new connections). */
+export type NftElement = { subnet: string; sourceIp: string; bridge?: string; network?: string; packets?: number; bytes?: number };
+
+/** Counts to write back, by counterKey (see core/connections.ts carriedCounts). */
+export type CarriedCounts = ReadonlyMap<string, { packets: number; bytes: number }>;
 
 /** What one of our tables holds now. */
 export type NftTableState = {
@@ -62,11 +70,16 @@ export type NftTableState = {
 	bridges: string[];
 	/** The table is exactly our layout (the chain, its hook and priority, the two rules, nothing else). */
 	intact: boolean;
+	/**
+	 * Its source maps count connections (the `counter` flag): false for a table written before they
+	 * did, which the next reconcile rewrites once (not damage: it serves its networks all the same).
+	 */
+	counters: boolean;
 	/** What is not as we wrote it, for logs and sync reports. */
 	damage: string[];
 };
 
-export const absentTable: NftTableState = { exists: false, elements: [], containers: [], blocked: [], bridges: [], intact: true, damage: [] };
+export const absentTable: NftTableState = { exists: false, elements: [], containers: [], blocked: [], bridges: [], intact: true, counters: false, damage: [] };
 
 function familyOf(rule: { subnet: string }): NftFamily {
 	return rule.subnet.includes(':') ? 'ip6' : 'ip';
@@ -74,7 +87,8 @@ function familyOf(rule: { subnet: string }): NftFamily {
 
 /**
  * `nft -f` input that replaces our table of each family with one holding `rules` and `drops`
- * (drops exempt traffic out through `bridges`), or removes it.
+ * (drops exempt traffic out through `bridges`), or removes it. Elements found in `counts` get their
+ * counter back (`counter packets N bytes M`): a rewrite keeps the counts of the rules it keeps.
  */
 export function renderNft(
 	rules: SnatRule[],
@@ -82,6 +96,7 @@ export function renderNft(
 	present: Partial<Record<NftFamily, boolean>> = {},
 	drops: DropRule[] = [],
 	bridges: Iterable<string> = [],
+	counts: CarriedCounts = new Map(),
 ): string {
 	const lines: string[] = [];
 	for (const family of families) {
@@ -106,6 +121,7 @@ export function renderNft(
 				mine.filter((rule) => rule.container),
 				blocked,
 				[...bridges].sort(),
+				counts,
 			),
 		);
 	}
@@ -113,8 +129,12 @@ export function renderNft(
 	return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 
-function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[], drops: DropRule[], bridges: string[]): string[] {
+function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[], drops: DropRule[], bridges: string[], counts: CarriedCounts): string[] {
 	const addr = family === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+	const counter = (rule: SnatRule) => {
+		const count = counts.get(counterKey(rule));
+		return count && count.packets > 0 ? ` counter packets ${count.packets} bytes ${count.bytes}` : '';
+	};
 	const proto = family === 'ip' ? 'ip' : 'ip6';
 	const elements = (items: string[]) => (items.length === 0 ? [] : [`\t\telements = { ${items.join(', ')} }`]);
 	const bridgeSet =
@@ -125,7 +145,8 @@ function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[],
 			: [
 					`\tmap ${NFT_CONTAINER_MAP} {`,
 					`\t\ttype ${addr} : ${addr}`,
-					...elements(containers.map((rule) => `${rule.subnet.split('/')[0]!} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
+					'\t\tcounter',
+					...elements(containers.map((rule) => `${rule.subnet.split('/')[0]!}${counter(rule)} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
 					'\t}',
 				];
 	// Containers first: traffic to any Docker bridge (other containers) is not egress; a container's own address wins over its network's.
@@ -151,7 +172,8 @@ function tableText(family: NftFamily, rules: SnatRule[], containers: SnatRule[],
 		`\tmap ${NFT_SOURCE_MAP} {`,
 		`\t\ttype ${addr} : ${addr}`,
 		'\t\tflags interval',
-		...elements(rules.map((rule) => `${rule.subnet} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
+		'\t\tcounter',
+		...elements(rules.map((rule) => `${rule.subnet}${counter(rule)} comment ${quote(comment(rule.network))} : ${rule.sourceIp}`)),
 		'\t}',
 		`\tset ${NFT_BRIDGE_SET} {`,
 		`\t\ttype ${addr} . ifname`,
@@ -216,6 +238,7 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 	const blocked: Array<{ subnet: string; network?: string }> = [];
 	const containers: NftElement[] = [];
 	let containerMap = false;
+	const counted: boolean[] = [];
 	let bridgeNames: string[] | undefined;
 	let blockedSet = false;
 	for (const item of items) {
@@ -226,10 +249,11 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 		}
 
 		if (kind === 'map' && object['name'] === NFT_SOURCE_MAP) {
+			counted.push(hasCounter(object));
 			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
 				const [key, data] = element as [unknown, unknown];
-				const { value: subnet, comment: name } = elementValue(key);
-				const parsed = { subnet: prefixText(subnet, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }) };
+				const { value: subnet, comment: name, counted: count } = elementValue(key);
+				const parsed = { subnet: prefixText(subnet, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }), ...count };
 				if (parsed.subnet === undefined || parsed.sourceIp === undefined) {
 					damage.push(`unreadable element in map ${NFT_SOURCE_MAP}: ${JSON.stringify(element)}`);
 				} else {
@@ -249,10 +273,11 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 			}
 		} else if (kind === 'map' && object['name'] === NFT_CONTAINER_MAP) {
 			containerMap = true;
+			counted.push(hasCounter(object));
 			for (const element of (object['elem'] as unknown[] | undefined) ?? []) {
 				const [key, data] = element as [unknown, unknown];
-				const { value: address, comment: name } = elementValue(key);
-				const parsed = { subnet: prefixText(address, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }) };
+				const { value: address, comment: name, counted: count } = elementValue(key);
+				const parsed = { subnet: prefixText(address, family), sourceIp: addressText(data, family), ...(name === undefined ? {} : { network: name }), ...count };
 				if (parsed.subnet === undefined || parsed.sourceIp === undefined) {
 					damage.push(`unreadable element in map ${NFT_CONTAINER_MAP}: ${JSON.stringify(element)}`);
 				} else {
@@ -324,7 +349,8 @@ export function parseNftTable(items: Json[], family: NftFamily): NftTableState {
 		}
 	}
 
-	return { exists: true, elements, containers, blocked, bridges: bridgeNames ?? [], intact: damage.length === 0, damage };
+	const counters = counted.length > 0 && counted.every(Boolean);
+	return { exists: true, elements, containers, blocked, bridges: bridgeNames ?? [], intact: damage.length === 0, counters, damage };
 }
 
 /** Which of the forward chain's two rules this is, by structure. */
@@ -347,13 +373,25 @@ function forwardShape(expr: Json[] | undefined, family: NftFamily): string {
 	return `other rule ${JSON.stringify(statements).slice(0, 200)}`;
 }
 
-function elementValue(raw: unknown): { value: unknown; comment?: string } {
+function elementValue(raw: unknown): { value: unknown; comment?: string; counted?: { packets: number; bytes: number } } {
 	const wrapped = (raw as Json | undefined)?.['elem'] as Json | undefined;
 	if (wrapped) {
-		return { value: wrapped['val'], ...(typeof wrapped['comment'] === 'string' ? { comment: wrapped['comment'] } : {}) };
+		const counter = wrapped['counter'] as Json | undefined;
+		const { packets, bytes } = counter ?? {};
+		return {
+			value: wrapped['val'],
+			...(typeof wrapped['comment'] === 'string' ? { comment: wrapped['comment'] } : {}),
+			...(typeof packets === 'number' ? { counted: { packets, bytes: typeof bytes === 'number' ? bytes : 0 } } : {}),
+		};
 	}
 
 	return { value: raw };
+}
+
+/** A map declared with `counter`: nft -j shows it as `"stmt": [{"counter": null}]`. */
+function hasCounter(map: Json): boolean {
+	const statements = map['stmt'];
+	return Array.isArray(statements) && statements.some((statement) => statement !== null && typeof statement === 'object' && 'counter' in statement);
 }
 
 /** A subnet as nft prints an interval key: {prefix: {addr, len}}, or a bare address for a /32 or /128. */
@@ -423,4 +461,15 @@ export function nftRules(tables: Partial<Record<NftFamily, NftTableState>>): Sna
 		...(tables[family]?.containers ?? []).map((element) => ({ network: element.network ?? '?', subnet: element.subnet, bridge: '', sourceIp: element.sourceIp, container: true })),
 		...(tables[family]?.elements ?? []).map((element) => ({ network: element.network ?? '?', subnet: element.subnet, bridge: element.bridge ?? '', sourceIp: element.sourceIp })),
 	]);
+}
+
+/** Every element of our source maps with its counter (new connections since the table was written). */
+export function nftCounters(tables: Partial<Record<NftFamily, NftTableState>>): RuleCounter[] {
+	return nftFamilies.flatMap((family) =>
+		[...(tables[family]?.containers ?? []), ...(tables[family]?.elements ?? [])].map((element) => ({
+			subnet: element.subnet,
+			sourceIp: element.sourceIp,
+			...(element.packets === undefined ? {} : { packets: element.packets, bytes: element.bytes ?? 0 }),
+		})),
+	);
 }

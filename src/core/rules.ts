@@ -1,6 +1,7 @@
 // The firewall layout as plain values: the SNAT rules egress networks ask for, what the nat
 // table holds now (parsed from iptables-save), the plan between the two, and the
 // iptables-restore text that carries the plan out in one transaction.
+import { carriedCounts, counterKey, type RuleCounter } from './connections.js';
 import { servesFamily, type EgressNetwork } from './network.js';
 import { iptablesShadow } from './shadow.js';
 import { optionValue, tokenize } from './save-words.js';
@@ -86,6 +87,8 @@ export type NatState = {
 	chainExists: boolean;
 	/** Rules found in our chain that we can read back. */
 	rules: SnatRule[];
+	/** Our rules' packet counters (new connections), when read with `iptables-save -c`. */
+	counters: RuleCounter[];
 	/** Lines in our chain that are not rules of ours (someone else's); they get removed. */
 	foreign: string[];
 	/** How many of our jumps (`-A POSTROUTING -j DOCKER-EGRESS`, no condition) POSTROUTING holds. */
@@ -101,11 +104,16 @@ export type NatState = {
 /** Our jump, exactly: unconditional, at the top of POSTROUTING. Deleted only by this text. */
 export const JUMP_SPEC = `-j ${CHAIN}`;
 
-/** Reads our chain and our jump out of `iptables-save -t nat` output. */
+/**
+ * Reads our chain and our jump out of `iptables-save -t nat` output; with `-c`, each line's
+ * `[packets:bytes]` prefix gives our rules' counters and is otherwise ignored.
+ */
 export function parseNatState(save: string): NatState {
-	const state: NatState = { chainExists: false, rules: [], foreign: [], ownJumps: 0, ahead: [], foreignJumps: [], chains: new Map() };
+	const state: NatState = { chainExists: false, rules: [], counters: [], foreign: [], ownJumps: 0, ahead: [], foreignJumps: [], chains: new Map() };
 	let inNat = false;
-	for (const line of save.split('\n')) {
+	for (const saved of save.split('\n')) {
+		const counted = /^\[(\d+):(\d+)\] (?=-A )/.exec(saved);
+		const line = counted ? saved.slice(counted[0].length) : saved;
 		if (line.startsWith('*')) {
 			inNat = line === '*nat';
 			continue;
@@ -121,6 +129,9 @@ export function parseNatState(save: string): NatState {
 			const rule = parseRule(tokenize(line));
 			if (rule) {
 				state.rules.push(rule);
+				if (counted) {
+					state.counters.push({ subnet: rule.subnet, sourceIp: rule.sourceIp, packets: Number(counted[1]), bytes: Number(counted[2]) });
+				}
 			} else {
 				state.foreign.push(line);
 			}
@@ -179,6 +190,8 @@ export type SyncPlan = {
 	jumpReason?: string;
 	/** The desired chain, in order. */
 	desired: SnatRule[];
+	/** The counts of the rules as read, written back for the rules that stay (iptables-restore --counters). */
+	counts: ReturnType<typeof carriedCounts>;
 	changed: boolean;
 };
 
@@ -230,6 +243,7 @@ export function planSync(actual: NatState, desired: SnatRule[], dockerBridges: R
 		jumpDeletions: jumpRepair ? actual.ownJumps : 0,
 		...(jumpReason === undefined ? {} : { jumpReason }),
 		desired,
+		counts: carriedCounts(actual.counters),
 		changed,
 	};
 }
@@ -256,7 +270,11 @@ export function isRuleActive(network: EgressNetwork, actual: NatState, family: '
  * only our own jump is deleted, by its exact text (never by position: positions move under us).
  */
 export function renderRestore(plan: SyncPlan): string {
-	const lines = ['*nat', `:${CHAIN} - [0:0]`, ...plan.desired.map((rule) => ruleText(rule))];
+	const counted = (rule: SnatRule) => {
+		const count = plan.counts.get(counterKey(rule));
+		return count && count.packets > 0 ? `[${count.packets}:${count.bytes}] ` : '';
+	};
+	const lines = ['*nat', `:${CHAIN} - [0:0]`, ...plan.desired.map((rule) => `${counted(rule)}${ruleText(rule)}`)];
 	if (plan.jumpRepair) {
 		lines.push(...Array.from({ length: plan.jumpDeletions }, () => `-D POSTROUTING ${JUMP_SPEC}`), `-I POSTROUTING 1 ${JUMP_SPEC}`);
 	}

@@ -8,11 +8,12 @@ import type { PoliciesRead, StateFileError } from '../adapters/policy-store.js';
 import { egressContainers } from '../core/container.js';
 import { ADDRESS_LABELS, SOURCE_IPV6_LABEL, dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { usesPerNodeValues } from '../core/per-node.js';
+import { connectionsOf } from '../core/connections.js';
 import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { rpFilter } from '../adapters/routing.js';
-import { attachUplinks, isRoutingActive } from '../core/routing.js';
+import { attachUplinks, isRoutingActive, type RoutingPlan } from '../core/routing.js';
 import { EgressError, reason } from '../errors.js';
 import type { Context } from './context.js';
 
@@ -36,7 +37,36 @@ export type EgressView = {
 	containers: ContainerOnNetwork[];
 	/** rp_filter of the uplink, for networks routed through one (1 strict, 2 loose, 0 off). */
 	rpFilter?: number;
+	/**
+	 * New connections its rules translated since they were written (their counters), or undefined
+	 * where no rule of it is in place with a counter (none, a remote daemon, an unreadable firewall).
+	 */
+	connections?: number;
 };
+
+/**
+ * One network's (or container entry's) status: its own problem first, then what the firewall
+ * backend found of its rules (`check`), then its policy routing (undefined: not known).
+ */
+export function ruleStatus(network: EgressNetwork, check: RuleCheck | undefined, routing: RoutingPlan | undefined): RuleStatus {
+	if (network.container && !network.container.running) {
+		return 'stopped';
+	}
+
+	if (network.problem) {
+		return network.sourceMissing ? 'source-missing' : 'invalid';
+	}
+
+	if (!check || !routing) {
+		return 'unknown';
+	}
+
+	if (check.status !== 'active') {
+		return check.status;
+	}
+
+	return isRoutingActive(network, routing) ? 'active' : 'missing';
+}
 
 /** The views; a policy file or a firewall that cannot be read fails the call (see listEgressViews). */
 export async function egressViews(context: Context, select?: (network: DockerNetwork) => boolean): Promise<EgressView[]> {
@@ -103,6 +133,7 @@ export async function listEgressViews(
 	const ownAddresses = egressContainers(labelledContainers, dockerNetworks, allNetworks, addresses, node);
 	const containerEntries = host && addresses ? attachUplinks(ownAddresses, { addresses, routes: host.mainRoutes, links: host.links }) : ownAddresses;
 	const bridges = dockerBridges(dockerNetworks);
+	const counters = backend && firewall ? backend.counters(firewall) : [];
 	const rpFilters = new Map<string, number | undefined>();
 	for (const network of networks) {
 		if (network.uplink && !rpFilters.has(network.uplink.interface)) {
@@ -114,19 +145,8 @@ export async function listEgressViews(
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
 		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')];
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
-		const status: RuleStatus = network.container && !network.container.running
-			? 'stopped'
-			: network.problem
-			? network.sourceMissing
-				? 'source-missing'
-				: 'invalid'
-			: !check || !routing
-				? 'unknown'
-				: check.status !== 'active'
-					? check.status
-					: isRoutingActive(network, routing)
-						? 'active'
-						: 'missing';
+		const connections = network.problem ? undefined : connectionsOf(rules, counters);
+		const status = ruleStatus(network, check, routing);
 		const statusReason = network.problem
 			? `${network.problem}${failClosedText(network, drops, backend && firewall ? backend.checkDrops(firewall, drops) : firewallError?.message ?? 'the firewall is not on this host')}`
 			: firewallError
@@ -146,6 +166,7 @@ export async function listEgressViews(
 			backend: backend?.name ?? '',
 			rules: backend ? backend.ruleTexts(rules, drops) : [],
 			containers: network.container ? [] : containers.filter((container) => container.networkId === network.id),
+			...(connections === undefined ? {} : { connections }),
 		};
 	};
 

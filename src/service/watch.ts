@@ -17,10 +17,12 @@ import { applyRouting, readRouting } from '../adapters/routing.js';
 import { desiredRouting, diffRouting, isEmptyDiff, routingCommands, type RoutingPlan } from '../core/routing.js';
 import type { Desired, FirewallBackend, FirewallPlan } from '../adapters/firewall.js';
 import type { EgressNetwork } from '../core/network.js';
-import { DaemonNotAnsweringError, DaemonUnreachableError, InterruptedError, reason } from '../errors.js';
+import { StateFileError } from '../adapters/policy-store.js';
+import { CommandError, DaemonNotAnsweringError, DaemonUnreachableError, DockerApiError, InterruptedError, reason } from '../errors.js';
 import type { Context } from './context.js';
 import type { Logger } from './logger.js';
 import { reconcile, type DockerSnapshot, type SyncResult } from './reconcile.js';
+import { WatchRecord, type FailureReason, type Trigger } from './watch-record.js';
 
 export type WatchOptions = {
 	/** Drift check period, ms. */
@@ -38,9 +40,6 @@ export type WatchOptions = {
 	/** Deadline of the ping before each reconcile, ms (default 2000): how long a hung daemon delays a repair. */
 	pingTimeoutMs?: number;
 };
-
-/** Why a reconcile ran: `host` is an address or route change, `firewall` a rule change the kernel reported. */
-type Trigger = 'start' | 'events' | 'drift' | 'daemon-back' | 'sighup' | 'host' | 'firewall';
 
 /** Quiet time after a reported rule change before the drift check reads the rules, ms. */
 const FIREWALL_CHECK_DELAY_MS = 50;
@@ -67,11 +66,16 @@ export class Watcher {
 	private checkTimer: NodeJS.Timeout | undefined;
 	private checking: Promise<void> | undefined;
 	private checkAgain = false;
+	/** A ping asked for by /healthz or /metrics, shared by the requests that arrive meanwhile. */
+	private probing: Promise<void> | undefined;
+	private probedAt = 0;
 
 	constructor(
 		private readonly context: Context,
 		private readonly log: Logger,
 		private readonly options: WatchOptions,
+		/** What it did and saw, for /metrics and /healthz. */
+		readonly record = new WatchRecord(),
 	) {}
 
 	/** Runs until the context's signal aborts. */
@@ -92,6 +96,7 @@ export class Watcher {
 				this.client = await DockerClient.connect(this.context.endpoint, { ping: true, signal });
 				const events = this.client.networkEvents(connection.signal);
 				const first = events.next(); // subscribe before reconciling: no event falls in between
+				this.record.daemonUp();
 				if (this.daemonLost || this.notAnswering) {
 					this.daemonLost = false;
 					this.notAnswering = false;
@@ -102,12 +107,14 @@ export class Watcher {
 				if (!started) {
 					started = true;
 					const firewall = await this.context.firewall();
+					this.record.backend = firewall.name;
 					this.log.info('watch started', { endpoint: this.context.endpoint.host, interval_s: this.options.intervalMs / 1000, networks: this.desired?.ipv4.length ?? 0, firewall: firewall.name, follows: follows(firewall) });
 				}
 
 				backoff = 250;
 				for (let next = await first; !next.done; next = await events.next()) {
 					this.log.debug('docker event', { action: next.value.action, network: next.value.network });
+					this.record.dockerEvents++;
 					this.request('events');
 				}
 			} catch (error) {
@@ -117,6 +124,7 @@ export class Watcher {
 
 				if (error instanceof DaemonUnreachableError) {
 					this.client = undefined;
+					this.record.daemonUnavailable('gone', reason(error));
 					if (!this.daemonLost) {
 						this.daemonLost = true;
 						this.log.warn('daemon lost', { endpoint: this.context.endpoint.host, error: reason(error), retry: 'with backoff up to 10 s' });
@@ -302,56 +310,141 @@ export class Watcher {
 		try {
 			const backend = await this.context.firewall();
 			const [state, routing] = await Promise.all([backend.read({ ipv6: desired.ipv6.length > 0 || desired.drops.some((rule) => rule.subnet.includes(':')), leftovers: false }), readRouting()]);
+			this.record.seen = this.record.seen && { ...this.record.seen, backend, firewall: state, routing };
 			if (backend.plan(state, desired, this.bridges).changed || !isEmptyDiff(diffRouting(routing, this.desiredRoutes ?? { rules: [], routes: [] }))) {
 				this.pending ??= trigger;
 				await this.drain();
+			} else if (!this.daemonLost && !this.notAnswering) {
+				this.record.verified();
 			}
 		} catch (error) {
 			this.log.error('drift check failed', { trigger, error: reason(error) });
+			this.record.failed(trigger, undefined, failureReason(error), `drift check: ${reason(error)}`);
 		}
 	}
 
 	private async reconcileNow(trigger: Trigger): Promise<void> {
 		const answering = await this.daemonAnswers(); // before the lock: nothing waits behind this ping
 		const lock = await acquireLock(RULES_LOCK, { signal: this.context.signal, what: 'changing rules' });
+		const startedAt = performance.now();
+		const seconds = () => (performance.now() - startedAt) / 1000;
 		try {
-			if (!this.client || !answering) {
-				await this.repairFromLastChain(trigger);
-				return;
+			const failure = await this.reconcileLocked(trigger, answering);
+			if (failure) {
+				this.record.failed(trigger, seconds(), failure.reason, failure.message);
+			} else {
+				this.record.synced(trigger, seconds());
+			}
+		} catch (error) {
+			if (!(error instanceof InterruptedError && this.context.signal.aborted)) {
+				this.record.failed(trigger, seconds(), failureReason(error), reason(error));
 			}
 
-			const client = this.client;
-			let result: SyncResult;
-			try {
-				result = await reconcile({ ...this.context, docker: async () => client });
-			} catch (error) {
-				if (error instanceof DaemonUnreachableError) {
-					await this.repairFromLastChain(trigger);
-					if (error instanceof DaemonNotAnsweringError) {
-						this.markNotAnswering(error); // said once; the drift loop takes it from here
-						return;
-					}
-				}
-
-				throw error;
-			}
-
-			this.desired = result.plan.desired;
-			this.bridges = result.dockerBridges;
-			this.desiredRoutes = desiredRouting(result.networks);
-			this.lastApplied = result.applied;
-			this.snapshot = { networks: result.dockerNetworks, containers: result.containers, ...(result.node ? { node: result.node } : {}) };
-			this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.ipv4.length + result.plan.desired.ipv6.length });
-			this.report(result.plan, trigger, result.applied);
-			this.reportRouting(result.routingCommands, trigger, result.applied);
-			this.reportSkipped(result);
-			if (result.policyError) {
-				// Labelled networks and the last good policies were served all the same.
-				this.log.error('policies unreadable', { error: result.policyError.message, trigger });
-			}
+			throw error;
 		} finally {
 			await lock.release();
 		}
+	}
+
+	/** One reconcile, under the rules lock; what made it fail when it did not throw (the daemon, the policy file). */
+	private async reconcileLocked(trigger: Trigger, answering: boolean): Promise<{ reason: FailureReason; message: string } | undefined> {
+		if (!this.client || !answering) {
+			if (await this.repairFromLastChain(trigger)) {
+				this.countRepair(trigger);
+			}
+
+			return { reason: 'daemon', message: `the daemon is ${this.notAnswering ? 'not answering' : 'unreachable'}: rules kept from its last state` };
+		}
+
+		const client = this.client;
+		let result: SyncResult;
+		try {
+			result = await reconcile({ ...this.context, docker: async () => client });
+		} catch (error) {
+			if (error instanceof DaemonUnreachableError) {
+				if (await this.repairFromLastChain(trigger)) {
+					this.countRepair(trigger);
+				}
+
+				if (error instanceof DaemonNotAnsweringError) {
+					this.markNotAnswering(error); // said once; the drift loop takes it from here
+					return { reason: 'daemon', message: reason(error) };
+				}
+			}
+
+			throw error;
+		}
+
+		this.desired = result.plan.desired;
+		this.bridges = result.dockerBridges;
+		this.desiredRoutes = desiredRouting(result.networks);
+		this.lastApplied = result.applied;
+		this.snapshot = { networks: result.dockerNetworks, containers: result.containers, ...(result.node ? { node: result.node } : {}) };
+		this.remember(result);
+		if (result.applied) {
+			this.countRepair(trigger);
+		}
+
+		this.log.debug('reconciled', { trigger, changed: result.plan.changed, rules: result.plan.desired.ipv4.length + result.plan.desired.ipv6.length });
+		this.report(result.plan, trigger, result.applied);
+		this.reportRouting(result.routingCommands, trigger, result.applied);
+		this.reportSkipped(result);
+		if (result.policyError) {
+			// Labelled networks and the last good policies were served all the same.
+			this.log.error('policies unreadable', { error: result.policyError.message, trigger });
+			return { reason: 'policies', message: `policies unreadable: ${result.policyError.message}` };
+		}
+
+		return undefined;
+	}
+
+	/**
+	 * What /metrics shows comes from the last read of the firewall: a reconcile that wrote nothing
+	 * read it as it is; one that wrote asks for a drift check, which reads it back (with `nft
+	 * monitor`, our own write asks for the same check anyway).
+	 */
+	private remember(result: SyncResult): void {
+		this.record.seen = { backend: result.backend, firewall: result.firewall, routing: result.routing, networks: result.networks, bridges: result.dockerBridges };
+		if (result.applied) {
+			this.requestCheck();
+		}
+	}
+
+	/** A reconcile for drift (a check, or a rule change the kernel reported) that changed something: a repair. */
+	private countRepair(trigger: Trigger): void {
+		if (trigger === 'drift' || trigger === 'firewall') {
+			this.record.driftRepairs++;
+		}
+	}
+
+	/**
+	 * Asks the daemon whether it answers (at most once a second, shared by concurrent callers), for
+	 * /healthz and /metrics: a hung daemon is found without waiting for a trigger. The first answer
+	 * after a spell without one runs the full reconcile, as any "daemon back" does.
+	 */
+	async probeDaemon(): Promise<void> {
+		if (this.probing) {
+			return this.probing;
+		}
+
+		if (Date.now() - this.probedAt < 1000 || !this.client || this.daemonLost || this.context.signal.aborted) {
+			return;
+		}
+
+		this.probing = (async () => {
+			const wasDown = this.notAnswering;
+			try {
+				if ((await this.daemonAnswers()) && wasDown) {
+					this.request('daemon-back');
+				}
+			} catch (error) {
+				this.log.debug('daemon probe failed', { error: reason(error) });
+			} finally {
+				this.probedAt = Date.now();
+				this.probing = undefined;
+			}
+		})();
+		return this.probing;
 	}
 
 	/**
@@ -380,25 +473,32 @@ export class Watcher {
 			throw error;
 		}
 
-		if (this.notAnswering && this.client === client) {
-			this.notAnswering = false;
-			this.log.info('daemon back', { endpoint: this.context.endpoint.host });
+		if (this.client === client) {
+			this.record.daemonUp();
+			if (this.notAnswering) {
+				this.notAnswering = false;
+				this.log.info('daemon back', { endpoint: this.context.endpoint.host });
+			}
 		}
 
 		return true;
 	}
 
 	private markNotAnswering(error: DaemonNotAnsweringError): void {
+		if (!this.daemonLost) {
+			this.record.daemonUnavailable('not answering', reason(error));
+		}
+
 		if (!this.notAnswering && !this.daemonLost) {
 			this.notAnswering = true;
 			this.log.warn('daemon not answering', { endpoint: this.context.endpoint.host, error: reason(error), repair: 'from the last rules until it answers' });
 		}
 	}
 
-	/** The daemon is away: put back the chain we last wrote, if the firewall lost it. */
-	private async repairFromLastChain(trigger: Trigger): Promise<void> {
+	/** The daemon is away: put back the chain we last wrote, if the firewall lost it. Whether it changed anything. */
+	private async repairFromLastChain(trigger: Trigger): Promise<boolean> {
 		if (!this.desired) {
-			return;
+			return false;
 		}
 
 		if (this.snapshot) {
@@ -410,7 +510,8 @@ export class Watcher {
 			this.report(result.plan, trigger, result.applied);
 			this.reportRouting(result.routingCommands, trigger, result.applied);
 			this.reportSkipped(result);
-			return;
+			this.remember(result);
+			return result.applied;
 		}
 
 		const backend = await this.context.firewall();
@@ -425,6 +526,8 @@ export class Watcher {
 			await applyRouting(diff);
 			this.reportRouting(routingCommands(diff), trigger, true);
 		}
+
+		return plan.changed || !isEmptyDiff(diff);
 	}
 
 	private reportRouting(commands: string[][], trigger: Trigger, applied: boolean): void {
@@ -487,4 +590,17 @@ export class Watcher {
 
 function follows(backend: FirewallBackend): string {
 	return firewallMonitor(backend) ? 'docker events, addresses and routes, firewall rule changes' : 'docker events, addresses and routes (no firewall notifications with iptables-legacy: drift check every interval)';
+}
+
+/** The bounded reason of a failed reconcile (a metric label). */
+function failureReason(error: unknown): FailureReason {
+	if (error instanceof DaemonUnreachableError || error instanceof DockerApiError) {
+		return 'daemon';
+	}
+
+	if (error instanceof CommandError) {
+		return 'firewall';
+	}
+
+	return error instanceof StateFileError ? 'policies' : 'other';
 }

@@ -123,7 +123,7 @@ test('nftables: containers get a map looked up first, after traffic to any Docke
 		[],
 		['z_egress', 'docker0'],
 	);
-	t.true(text.includes('\tmap container_source {\n\t\ttype ipv4_addr : ipv4_addr\n\t\telements = { 10.79.1.2 comment "c" : 192.0.2.12 }\n\t}'));
+	t.true(text.includes('\tmap container_source {\n\t\ttype ipv4_addr : ipv4_addr\n\t\tcounter\n\t\telements = { 10.79.1.2 comment "c" : 192.0.2.12 }\n\t}'));
 	t.true(text.includes('\t\toifname @docker_bridges return\n\t\tsnat ip to ip saddr map @container_source\n\t\tip saddr . oifname @network_bridge return\n\t\tsnat ip to ip saddr map @network_source'));
 	t.false(text.includes('chain forward'), 'no drops, no forward chain');
 	t.is(absentTable.containers.length, 0);

@@ -109,11 +109,11 @@ test.serial('--dry-run prints the exact calls and the firewall input, and change
 	t.regex(sync.stdout, /add\s+z_s1/);
 	t.regex(sync.stdout, new RegExp(`sync --dry-run: 1 to add, 0 to remove, 0 unchanged \\(${firewallBackend()}\\)`));
 	if (iptables) {
-		t.regex(sync.stdout, /# iptables-nft-restore -w --noflush <<EOF\n\*nat\n:DOCKER-EGRESS - \[0:0\]\n-A DOCKER-EGRESS -s 10\.81\.0\.0\/24 ! -o z_s1 .*--to-source 192\.0\.2\.11\nCOMMIT\nEOF/);
+		t.regex(sync.stdout, /# iptables-nft-restore -w (--counters )?--noflush <<EOF\n\*nat\n:DOCKER-EGRESS - \[0:0\]\n(\[\d+:\d+\] )?-A DOCKER-EGRESS -s 10\.81\.0\.0\/24 ! -o z_s1 .*--to-source 192\.0\.2\.11\nCOMMIT\nEOF/);
 	} else {
 		const step = /# (\S+) -f - <<EOF\n([^]*?)EOF/.exec(sync.stdout);
 		t.is(step?.[1], NFT, sync.stdout);
-		t.regex(step?.[2] ?? '', /elements = \{ 10\.81\.0\.0\/24 comment "z_s1" : 192\.0\.2\.11 \}/);
+		t.regex(step?.[2] ?? '', /elements = \{ 10\.81\.0\.0\/24 (counter packets \d+ bytes \d+ )?comment "z_s1" : 192\.0\.2\.11 \}/);
 		t.regex(step?.[2] ?? '', /elements = \{ 10\.81\.0\.0\/24 \. "z_s1" \}/);
 		t.regex(step?.[2] ?? '', /type nat hook postrouting priority srcnat - 10; policy accept;/);
 		// The printed input is what nft takes: check it (nft -c changes nothing).

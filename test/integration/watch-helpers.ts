@@ -136,12 +136,12 @@ export class Watch {
 	}
 }
 
-export type WatchOptions = { interval?: string; format?: 'json' | 'text'; waitStarted?: boolean; viaCli?: boolean };
+export type WatchOptions = { interval?: string; format?: 'json' | 'text'; waitStarted?: boolean; viaCli?: boolean; extraArgs?: string[] };
 
 /** Starts watch (stopped by t.teardown) and, unless told otherwise, waits for `watch started`. */
 export async function startWatch(t: ExecutionContext, sb: Sandbox, options: WatchOptions = {}): Promise<Watch> {
 	const format = options.format ?? 'json';
-	const args = ['watch', '--interval', options.interval ?? '0.5', '--log-format', format, '--state-dir', stateDir(sb)];
+	const args = ['watch', '--interval', options.interval ?? '0.5', '--log-format', format, '--state-dir', stateDir(sb), ...(options.extraArgs ?? [])];
 	const watch = new Watch(egress(sb, args, { viaCli: options.viaCli ?? false }), format === 'json');
 	t.teardown(async () => {
 		await watch.stop();
