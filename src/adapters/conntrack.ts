@@ -15,3 +15,22 @@ export async function forgetFlows(subnet: string): Promise<number> {
 
 	return Number(count);
 }
+
+/**
+ * The source addresses (original direction) of every tracked flow, both families: one listing,
+ * so forgetting flows for many addresses runs `conntrack -D` only for those that have some.
+ */
+export async function trackedSources(): Promise<Set<string>> {
+	const sources = new Set<string>();
+	for (const args of [['-L'], ['-L', '-f', 'ipv6']]) {
+		const result = await runProcess('conntrack', args);
+		for (const line of result.stdout.split('\n')) {
+			const source = /\bsrc=(\S+)/.exec(line)?.[1];
+			if (source) {
+				sources.add(source);
+			}
+		}
+	}
+
+	return sources;
+}

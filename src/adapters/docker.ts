@@ -359,7 +359,8 @@ function toDockerContainer(container: Dockerode.ContainerInfo): DockerContainer 
 		id: container.Id,
 		name: (container.Names?.[0] ?? container.Id).replace(/^\//, ''),
 		labels: container.Labels ?? {},
-		running: container.State === 'running',
+		// A paused container keeps its addresses (and gets its traffic back on unpause, with no event to tell).
+		running: container.State === 'running' || container.State === 'paused',
 		networkMode: container.HostConfig?.NetworkMode ?? '',
 		endpoints: Object.entries(container.NetworkSettings?.Networks ?? {}).map(([name, attachment]) => ({
 			network: name,

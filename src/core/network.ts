@@ -156,6 +156,9 @@ function hostOverlapProblem(network: EgressNetwork, host: { addresses: HostAddre
  * How `subnet` overlaps the subnet of a host address or a host route outside Docker's bridges
  * (those are Docker's networks, checked against each other elsewhere), or undefined.
  */
+/** A route shorter than this is taken for a default route (VPN clients split 0/0 into two /1). */
+const DEFAULT_LIKE_PREFIX = 8;
+
 export function subnetHostOverlap(subnet: Cidr, host: { addresses: HostAddress[]; routes: HostRoute[] }, dockerBridges: ReadonlySet<string>): string | undefined {
 	for (const address of host.addresses) {
 		const connected = address.family === 'ipv4' ? parseIpv4Cidr(`${address.address}/${address.prefix}`) : undefined;
@@ -166,7 +169,9 @@ export function subnetHostOverlap(subnet: Cidr, host: { addresses: HostAddress[]
 
 	for (const route of host.routes) {
 		const destination = parseIpv4Cidr(route.destination.includes('/') ? route.destination : `${route.destination}/32`);
-		if (destination && destination.prefix > 0 && cidrsOverlap(subnet, destination) && !dockerBridges.has(route.interface)) {
+		// Routes shorter than /8 are default routes in all but name (a VPN's 0.0.0.0/1 and 128.0.0.0/1):
+		// they say nothing about the subnet. A site route (10.5.0.0/16 via eth1) does: it is the host's.
+		if (destination && destination.prefix >= DEFAULT_LIKE_PREFIX && cidrsOverlap(subnet, destination) && !dockerBridges.has(route.interface)) {
 			return `subnet ${subnet.text} overlaps the host route ${route.destination} via ${route.interface || 'unknown device'}`;
 		}
 	}

@@ -12,6 +12,12 @@ export const ROUTE_PROTOCOL = 211;
 export const RULE_PRIORITY_MAIN = 10_000;
 /** `from SUBNET lookup TABLE`: then the uplink's table. */
 export const RULE_PRIORITY_UPLINK = 10_001;
+/**
+ * A container's own address (a /32 or /128) is looked up before its network's subnet: the kernel
+ * puts a rule after others of the same priority, so equal priorities would let the network's win.
+ */
+export const RULE_PRIORITY_CONTAINER_MAIN = 9_998;
+export const RULE_PRIORITY_CONTAINER_UPLINK = 9_999;
 /** Table of an uplink: TABLE_BASE + the interface's index. */
 export const TABLE_BASE = 20_000;
 
@@ -117,23 +123,40 @@ export type RoutingPlan = { rules: PolicyRule[]; routes: TableRoute[] };
 /** What the kernel should hold for these networks (after attachUplinks). */
 export function desiredRouting(networks: EgressNetwork[]): RoutingPlan {
 	const entries = [
-		...networks.filter((network) => servesFamily(network, 'ipv4')).flatMap((network) => (network.uplink ? [{ subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink, family: 'ipv4' as const }] : [])),
+		...networks.filter((network) => servesFamily(network, 'ipv4')).flatMap((network) => (network.uplink ? [{ network, subnets: network.subnets, sourceIp: network.sourceIp, uplink: network.uplink, family: 'ipv4' as const }] : [])),
 		...networks.filter((network) => servesFamily(network, 'ipv6')).flatMap((network) =>
-			network.uplink6 && network.sourceIpv6 ? [{ subnets: network.subnets6, sourceIp: network.sourceIpv6, uplink: network.uplink6, family: 'ipv6' as const }] : [],
+			network.uplink6 && network.sourceIpv6 ? [{ network, subnets: network.subnets6, sourceIp: network.sourceIpv6, uplink: network.uplink6, family: 'ipv6' as const }] : [],
 		),
 	];
 	const rules: PolicyRule[] = [];
 	const routes = new Map<string, TableRoute>();
-	for (const { subnets, sourceIp, uplink, family } of entries) {
+	for (const { network, subnets, sourceIp, uplink, family } of entries) {
 		const tag = family === 'ipv6' ? { family } : {};
+		const [main, up] = network.container ? [RULE_PRIORITY_CONTAINER_MAIN, RULE_PRIORITY_CONTAINER_UPLINK] : [RULE_PRIORITY_MAIN, RULE_PRIORITY_UPLINK];
 		for (const subnet of subnets) {
-			rules.push({ from: subnet, priority: RULE_PRIORITY_MAIN, table: 'main', suppressPrefixLength: 0, ...tag }, { from: subnet, priority: RULE_PRIORITY_UPLINK, table: uplink.table, ...tag });
+			rules.push({ from: subnet, priority: main, table: 'main', suppressPrefixLength: 0, ...tag }, { from: subnet, priority: up, table: uplink.table, ...tag });
 		}
 
 		const connected: TableRoute = { table: uplink.table, destination: uplink.connected, interface: uplink.interface, source: sourceIp, ...tag };
 		const defaultRoute: TableRoute = { table: uplink.table, destination: 'default', gateway: uplink.gateway, interface: uplink.interface, ...tag };
 		routes.set(routeKey(connected), routes.get(routeKey(connected)) ?? connected);
 		routes.set(routeKey(defaultRoute), defaultRoute);
+	}
+
+	// A container whose own address egresses through the main table, on a network routed through
+	// another uplink: its address looks up main before the network's rule sends it elsewhere.
+	const routed = new Set(entries.filter((entry) => !entry.network.container).map((entry) => `${entry.family} ${entry.network.id}`));
+	for (const network of networks.filter((candidate) => candidate.container)) {
+		for (const family of ['ipv4', 'ipv6'] as const) {
+			const own = family === 'ipv4' ? network.uplink : network.uplink6;
+			if (own || !servesFamily(network, family) || !routed.has(`${family} ${network.container!.networkId}`)) {
+				continue;
+			}
+
+			for (const subnet of family === 'ipv4' ? network.subnets : network.subnets6) {
+				rules.push({ from: subnet, priority: RULE_PRIORITY_CONTAINER_UPLINK, table: 'main', ...(family === 'ipv6' ? { family } : {}) });
+			}
+		}
 	}
 
 	return { rules, routes: [...routes.values()] };

@@ -4,7 +4,7 @@
 // iptables-restore per family), then the policy-routing rules and tables. create, rm, set, unset,
 // sync — and watch — all end here.
 import type { FirewallBackend, FirewallPlan, FirewallState } from '../adapters/firewall.js';
-import { forgetFlows } from '../adapters/conntrack.js';
+import { forgetFlows, trackedSources } from '../adapters/conntrack.js';
 import { readIpState } from '../adapters/ip-state.js';
 import { applyRouting } from '../adapters/routing.js';
 import type { DockerNetwork, EgressNetwork, Policy } from '../core/network.js';
@@ -151,13 +151,25 @@ export async function reconcile(context: Context, options: ReconcileOptions = {}
 }
 
 /**
- * A container's rule that went (it stopped, was removed or disconnected, or its address changed):
- * the flows tracked for that address are forgotten, so an address Docker gives to the next
- * container never carries the old translation.
+ * A container's rule that went (it stopped, was removed or disconnected, or its address changed)
+ * or came: the flows tracked for that address are forgotten, so an address Docker gives to the next
+ * container never carries the old translation, and a container's early flows take its own.
  */
 async function forgetContainerFlows(plan: FirewallPlan): Promise<void> {
-	const addresses = new Set(plan.removed.filter((rule) => rule.container || /\/(32|128)$/.test(rule.subnet)).map((rule) => rule.subnet.split('/')[0]!));
+	// Added too: flows a container opened between its start and its rule keep their first
+	// translation (Docker's masquerade, its network's address) for as long as they live otherwise.
+	const addresses = new Set([...plan.removed, ...plan.added].filter((rule) => rule.container || /\/(32|128)$/.test(rule.subnet)).map((rule) => rule.subnet.split('/')[0]!));
+	if (addresses.size === 0) {
+		return;
+	}
+
+	// Many addresses (a first sync with many containers): list once, delete only where there are flows.
+	const tracked = addresses.size > 4 ? await trackedSources().catch(() => undefined) : undefined;
 	for (const address of addresses) {
+		if (tracked && !tracked.has(address)) {
+			continue;
+		}
+
 		await forgetFlows(address).catch((error: unknown) => {
 			debug(`conntrack -D -s ${address}: ${(error as Error).message}`);
 		});

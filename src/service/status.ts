@@ -9,6 +9,7 @@ import { egressContainers } from '../core/container.js';
 import { ADDRESS_LABELS, SOURCE_IPV6_LABEL, dockerBridges, egressNetworks, uplinkAddresses, type DockerNetwork, type EgressNetwork } from '../core/network.js';
 import { usesPerNodeValues } from '../core/per-node.js';
 import { connectionsOf } from '../core/connections.js';
+import { cidr6Contains, cidrContains, parseIpv4Cidr, parseIpv6Cidr } from '../core/address.js';
 import { desiredDrops, type DropRule } from '../core/drops.js';
 import { desiredRules } from '../core/rules.js';
 import { readIpState } from '../adapters/ip-state.js';
@@ -130,6 +131,7 @@ export async function listEgressViews(
 	const networks = host && addresses ? attachUplinks(labelled, { addresses, routes: host.mainRoutes, links: host.links }) : labelled;
 	// Containers are judged against every egress network (a container on one that fails closed fails with it).
 	const allNetworks = select ? egressNetworks(dockerNetworks, addresses, policies, host?.routes, node) : labelled;
+	const networkDrops = [...desiredDrops(allNetworks), ...desiredDrops(allNetworks, 'ipv6')];
 	const ownAddresses = egressContainers(labelledContainers, dockerNetworks, allNetworks, addresses, node);
 	const containerEntries = host && addresses ? attachUplinks(ownAddresses, { addresses, routes: host.mainRoutes, links: host.links }) : ownAddresses;
 	const bridges = dockerBridges(dockerNetworks);
@@ -143,7 +145,8 @@ export async function listEgressViews(
 
 	const view = (network: EgressNetwork): EgressView => {
 		const rules = [...desiredRules([network]), ...desiredRules([network], 'ipv6')];
-		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')];
+		// A container inside a subnet its network drops has no drop of its own: the network's covers it.
+		const drops = [...desiredDrops([network]), ...desiredDrops([network], 'ipv6')].map((drop) => (network.container ? (networkDrops.find((covering) => covers(covering.subnet, drop.subnet)) ?? drop) : drop));
 		const check: RuleCheck | undefined = network.problem || !backend || !firewall ? undefined : backend.check(firewall, rules, bridges);
 		const connections = network.problem ? undefined : connectionsOf(rules, counters);
 		const status = ruleStatus(network, check, routing);
@@ -181,4 +184,16 @@ function failClosedText(network: EgressNetwork, drops: DropRule[], notHeld: stri
 
 	const families = [network.blocked.ipv4 ? 'IPv4' : '', network.blocked.ipv6 ? 'IPv6' : ''].filter(Boolean).join(' and ');
 	return notHeld === undefined ? `; its outbound ${families} traffic is dropped until it can be served (fail closed)` : `; its outbound ${families} traffic is NOT blocked: ${notHeld}`;
+}
+
+/** Whether `subnet` (a drop of a network) holds the address of `address` (a /32 or /128). */
+function covers(subnet: string, address: string): boolean {
+	const ip = address.split('/')[0]!;
+	if (ip.includes(':')) {
+		const cidr = parseIpv6Cidr(subnet);
+		return cidr !== undefined && cidr6Contains(cidr, ip);
+	}
+
+	const cidr = parseIpv4Cidr(subnet);
+	return cidr !== undefined && cidrContains(cidr, ip);
 }

@@ -135,3 +135,17 @@ test('nftables: containers get a map looked up first, after traffic to any Docke
 	t.true(state.intact, state.damage.join('; '));
 	t.deepEqual(state.containers, [{ subnet: '10.79.1.2/32', sourceIp: '192.0.2.12', network: 'c' }]);
 });
+
+test("policy routing: a container's own address is looked up before its network's subnet; on a network routed elsewhere, an address of the main uplink looks up main", async (t) => {
+	const { desiredRouting, RULE_PRIORITY_CONTAINER_MAIN, RULE_PRIORITY_CONTAINER_UPLINK, RULE_PRIORITY_UPLINK } = await import('../../src/core/routing.js');
+	const [net] = egressNetworks(networks, host, [], []);
+	const routedNetwork = { ...net!, uplink: { interface: 'eth1', table: 20003, gateway: '198.51.100.254', connected: '198.51.100.0/24' } };
+	const [own] = entries([container('c_main', { 'docker-egress.source-ip': '192.0.2.12' }, [on('z_egress', '10.79.1.2')])]);
+	const [viaB] = entries([container('c_b', { 'docker-egress.source-ip': '192.0.2.12' }, [on('z_egress', '10.79.1.3')])]);
+	const plan = desiredRouting([routedNetwork, own!, { ...viaB!, uplink: { interface: 'eth2', table: 20004, gateway: '203.0.113.254', connected: '203.0.113.0/24' } }]);
+	const rule = (from: string) => plan.rules.filter((r) => r.from === from).map((r) => [r.priority, r.table]);
+	t.deepEqual(rule('10.79.1.0/24'), [[10_000, 'main'], [RULE_PRIORITY_UPLINK, 20003]]);
+	t.deepEqual(rule('10.79.1.3/32'), [[RULE_PRIORITY_CONTAINER_MAIN, 'main'], [RULE_PRIORITY_CONTAINER_UPLINK, 20004]]);
+	t.deepEqual(rule('10.79.1.2/32'), [[RULE_PRIORITY_CONTAINER_UPLINK, 'main']]);
+	t.true(RULE_PRIORITY_CONTAINER_UPLINK < 10_000);
+});

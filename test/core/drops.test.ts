@@ -152,3 +152,14 @@ test('iptables: drops that go are removed only after the nat change; drops that 
 	t.truthy(coming.before);
 	t.is(coming.after, undefined);
 });
+
+test("a VPN's split default routes (0.0.0.0/1, 128.0.0.0/1) are no overlap: networks keep their rules", (t) => {
+	const routes = [
+		{ destination: '0.0.0.0/1', interface: 'tun0' },
+		{ destination: '128.0.0.0/1', interface: 'tun0' },
+	];
+	const [served] = egressNetworks([network('z_vpn', ['10.77.8.0/24'], { 'docker-egress.source-ip': '192.0.2.11' })], host, [], routes);
+	t.is(served!.problem, undefined);
+	const [inside] = egressNetworks([network('z_in', ['10.77.9.0/24'], { 'docker-egress.source-ip': '192.0.2.11' })], host, [], [{ destination: '10.77.9.128/25', interface: 'eth0' }]);
+	t.regex(inside!.problem!, /overlaps the host route 10\.77\.9\.128\/25/);
+});

@@ -75,7 +75,7 @@ test.serial('global flags before egress are honoured: --context, -H, --config wi
 
 	const debug = await sb.egress(['sync'], { viaCli: true, globalArgs: ['-D'] });
 	t.is(debug.exitCode, 0, debug.stderr);
-	t.regex(debug.stderr, /debug: exec: iptables-nft-save -t nat/);
+	t.regex(debug.stderr, /debug: exec: iptables-nft-save (-c )?-t nat/);
 
 	const quiet = await sb.egress(['sync'], { viaCli: true, globalArgs: ['-l', 'error'] });
 	t.is(quiet.stderr, '');
