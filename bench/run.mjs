@@ -2,13 +2,15 @@
 // The benchmark suite of issue 5, items 1–4: start-up, sync at scale, event-to-rule latency in
 // `watch`, and the memory of a `watch` over many network events; the two firewall backends side
 // by side (bench/backends.mjs, no Docker); and per-container egress (issue 11): container start →
-// its rule in watch, and sync with many labelled containers. Everything runs against the real-Docker sandbox of the
+// its rule in watch, and sync with many labelled containers; and the cost of watch's metrics
+// endpoint (issue 12): memory over the same churn with and without --metrics-address, idle CPU.
+// Everything runs against the real-Docker sandbox of the
 // tests (build/test/helpers/sandbox.js: a network namespace with its own dockerd and firewall), so
 // no traffic and no rule ever touches the machine's own firewall.
 //
 //   make bench                       build, then the full run (about 45 minutes on 2 cores)
 //   node bench/run.mjs --quick       small sizes, for trying the script out (about 2 minutes)
-//   node bench/run.mjs --only startup,sync,latency,memory,backends,containers-latency,containers-sync
+//   node bench/run.mjs --only startup,sync,latency,memory,metrics,backends,containers-latency,containers-sync
 //                                    some sections only
 //   node bench/run.mjs --backend iptables   the plugin's firewall backend (default nftables, the
 //                                    plugin's own default): DOCKER_EGRESS_FIREWALL_BACKEND of
@@ -24,7 +26,10 @@
 // section runs `node bench/backends.mjs --sizes … --flows …` (--backends-sizes, --backends-flows)
 // and prints its table under the main one. containers-latency: --containers-latency-n,
 // --containers-latency-budget, --containers-baseline-every (a network creation every N starts, 0:
-// none); containers-sync: --containers-sync-sizes, --containers-sync-budget, --containers-concurrency.
+// none); containers-sync: --containers-sync-sizes, --containers-sync-budget, --containers-concurrency;
+// metrics (the memory run twice, --memory-events/--memory-budget, the second with a scrape every
+// --metrics-scrape S; then idle CPU): --metrics-idle S, --metrics-idle-rounds, --metrics-idle-scrape S,
+// --metrics-scrape-cost-n.
 import { spawn, execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, readlinkSync, existsSync } from 'node:fs';
 import http from 'node:http';
@@ -66,6 +71,12 @@ const DEFAULTS = {
 	containersSyncSizes: [0, 1, 100, 500, 1000], // labelled running containers; 0 is the baseline
 	containersSyncBudgetS: 600, // starting containers for containers-sync; sizes beyond it are capped
 	containersConcurrency: 8, // container create + start calls in flight
+	metricsScrapeMs: 1000, // metrics: the scrape period during the memory run with --metrics-address
+	metricsIdleS: 60, // metrics: each idle window
+	metricsSettleS: 5, // metrics: after watch started, before its idle window
+	metricsIdleRounds: 2, // metrics: rounds of the three idle conditions
+	metricsIdleScrapeMs: 15_000, // metrics: scrape period of the scraped idle condition (Prometheus' default)
+	metricsScrapeCostN: 200, // metrics: scrapes back to back for the cost of one
 };
 const QUICK = {
 	startupRuns: 5,
@@ -86,9 +97,15 @@ const QUICK = {
 	containersSyncSizes: [0, 1, 10, 50],
 	containersSyncBudgetS: 90,
 	containersConcurrency: 8,
+	metricsScrapeMs: 1000,
+	metricsIdleS: 15,
+	metricsSettleS: 5,
+	metricsIdleRounds: 1,
+	metricsIdleScrapeMs: 5000,
+	metricsScrapeCostN: 50,
 };
 
-const SECTIONS = ['startup', 'sync', 'latency', 'memory', 'backends', 'containers-latency', 'containers-sync'];
+const SECTIONS = ['startup', 'sync', 'latency', 'memory', 'metrics', 'backends', 'containers-latency', 'containers-sync'];
 const BACKENDS = ['nftables', 'iptables'];
 
 function parseArgs(argv) {
@@ -121,8 +138,13 @@ function parseArgs(argv) {
 			case '--containers-sync-sizes': opts.containersSyncSizes = value().split(',').map(Number); break;
 			case '--containers-sync-budget': opts.containersSyncBudgetS = Number(value()); break;
 			case '--containers-concurrency': opts.containersConcurrency = Number(value()); break;
+			case '--metrics-scrape': opts.metricsScrapeMs = Number(value()) * 1000; break;
+			case '--metrics-idle': opts.metricsIdleS = Number(value()); break;
+			case '--metrics-idle-rounds': opts.metricsIdleRounds = Number(value()); break;
+			case '--metrics-idle-scrape': opts.metricsIdleScrapeMs = Number(value()) * 1000; break;
+			case '--metrics-scrape-cost-n': opts.metricsScrapeCostN = Number(value()); break;
 			case '-h': case '--help':
-				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 26).map((l) => l.slice(3)).join('\n'));
+				console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).slice(0, 30).map((l) => l.slice(3)).join('\n'));
 				process.exit(0);
 				break;
 			default: throw new Error(`unknown argument ${arg}`);
@@ -344,8 +366,8 @@ async function withSandbox(name, fn, options = {}) {
 }
 
 /** Starts `watch` in the sandbox; resolves once it logged `watch started`. */
-async function startWatch(sb, extraGlobal = []) {
-	const watch = sb.egress(['watch', '--interval', '5', '--log-format', 'json'], { globalArgs: extraGlobal, env: { DOCKER_EGRESS_STATE_DIR: join(sb.dir, 'state'), [BACKEND_ENV]: BACKEND, ...Object.fromEntries(ENV_REMOVED.map((k) => [k, undefined])) } });
+async function startWatch(sb, extraGlobal = [], watchArgs = []) {
+	const watch = sb.egress(['watch', '--interval', '5', '--log-format', 'json', ...watchArgs], { globalArgs: extraGlobal, env: { DOCKER_EGRESS_STATE_DIR: join(sb.dir, 'state'), [BACKEND_ENV]: BACKEND, ...Object.fromEntries(ENV_REMOVED.map((k) => [k, undefined])) } });
 	const exe = readlinkSync(`/proc/${watch.pid}/exe`);
 	const state = { watch, pid: watch.pid, exe, lines: [], listeners: new Set(), startedAt: undefined };
 	let buf = '';
@@ -1198,8 +1220,20 @@ async function benchContainersSync(opts, table) {
 const MEMORY_DOCKERD_ARGS = ['--iptables=false'];
 
 async function benchMemory(opts, table) {
-	return withSandbox('memory', async (sb) => {
-		const result = { backend: BACKEND, asked: opts.memoryEvents, budgetS: opts.memoryBudgetS, dockerdArgs: MEMORY_DOCKERD_ARGS, samples: [] };
+	const result = await memoryRun(opts);
+	table.push(memoryRow(opts, result));
+	return result;
+}
+
+/**
+ * One run of the memory section on a fresh sandbox. metrics: watch also serves
+ * --metrics-address 127.0.0.1:<free port>, and a scraper in the sandbox's netns fetches /metrics
+ * every opts.metricsScrapeMs throughout (the metrics section).
+ */
+async function memoryRun(opts, { metrics = false } = {}) {
+	const tag = metrics ? 'memory+metrics' : 'memory';
+	return withSandbox(tag, async (sb) => {
+		const result = { backend: BACKEND, metrics, asked: opts.memoryEvents, budgetS: opts.memoryBudgetS, dockerdArgs: MEMORY_DOCKERD_ARGS, samples: [] };
 		// Count the daemon's network events ourselves, on the same stream watch subscribes to.
 		let events = 0;
 		const filters = encodeURIComponent(JSON.stringify({ type: ['network'] }));
@@ -1221,9 +1255,16 @@ async function benchMemory(opts, table) {
 		});
 		evReq.on('error', () => {});
 		evReq.end();
-		const w = await startWatch(sb);
+		const address = metrics ? `127.0.0.1:${await freePort(sb)}` : undefined;
+		const w = await startWatch(sb, [], metrics ? ['--metrics-address', address] : []);
 		result.watchExe = w.exe;
+		let scraper;
 		try {
+			if (metrics) {
+				result.metricsAddress = address;
+				scraper = startScraper(sb, `http://${address}/metrics`, opts.metricsScrapeMs);
+				result.scrapeEveryMs = opts.metricsScrapeMs;
+			}
 			await sleep(2000);
 			const t0 = now();
 			const sample = (phase) => {
@@ -1233,7 +1274,7 @@ async function benchMemory(opts, table) {
 				return s;
 			};
 			result.start = sample('start');
-			log(`memory: watch pid ${w.pid} (${w.exe}) RSS ${result.start.rssMiB} MiB at start`);
+			log(`${tag}: watch pid ${w.pid} (${w.exe}) RSS ${result.start.rssMiB} MiB at start`);
 			const deadline = t0 + opts.memoryBudgetS * 1000;
 			let nextSample = now() + 10_000;
 			const width = 4; // clients creating and removing networks at once
@@ -1247,7 +1288,7 @@ async function benchMemory(opts, table) {
 						if (now() >= nextSample) {
 							nextSample = now() + 10_000;
 							const s = sample('events');
-							log(`memory: ${s.events} events, RSS ${s.rssMiB} MiB`);
+							log(`${tag}: ${s.events} events, RSS ${s.rssMiB} MiB`);
 						}
 					}
 				}),
@@ -1270,22 +1311,205 @@ async function benchMemory(opts, table) {
 			const mid = result.samples.filter((s) => s.phase === 'events');
 			const half = mid.slice(Math.floor(mid.length / 2));
 			result.secondHalfSlopeMiBPer1000Events = half.length >= 2 ? round(((half.at(-1).rssMiB - half[0].rssMiB) / (half.at(-1).events - half[0].events || 1)) * 1000, 2) : null;
-			log(`memory: ${events} events in ${result.churnSeconds} s; RSS ${result.start.rssMiB} → ${result.end.rssMiB} MiB (peak ${result.end.hwmMiB}); anonymous ${result.start.anonMiB} → ${result.end.anonMiB} MiB`);
+			log(`${tag}: ${events} events in ${result.churnSeconds} s; RSS ${result.start.rssMiB} → ${result.end.rssMiB} MiB (peak ${result.end.hwmMiB}); anonymous ${result.start.anonMiB} → ${result.end.anonMiB} MiB`);
 		} finally {
 			evReq.destroy();
+			if (scraper) result.scrapes = await scraper.stop();
 			result.watchExit = await stopWatch(w);
 		}
-		const capped = result.events < opts.memoryEvents ? ` (capped from ${opts.memoryEvents}: ${opts.memoryBudgetS} s budget)` : '';
+		if (result.scrapes) log(`${tag}: ${result.scrapes.ok} scrapes answered 200 (${result.scrapes.failed} failed), median ${result.scrapes.ms?.median} ms; last docker_egress_docker_events_total ${result.scrapes.lastEventsTotal}`);
 		// Flat: over the second half of the events (V8's heap first grows to its working size), RSS
 		// grows by at most 10 % (or 5 MiB).
 		const warm = result.samples.find((x) => x.events >= result.events / 2) ?? result.end;
 		result.warm = warm;
 		result.flat = result.end.rssMiB - warm.rssMiB <= Math.max(5, 0.1 * warm.rssMiB);
-		const pick = result.samples.filter((_, k, all) => all.length <= 8 || k % Math.ceil(all.length / 7) === 0 || k === all.length - 1);
-		const along = pick.map((x) => `${x.rssMiB} MiB@${x.events}`).join(', ');
-		table.push(['watch memory', `RSS after ${result.events} network events${capped}`, `${result.end.rssMiB} MiB (peak ${result.end.hwmMiB})`, `at start ${result.start.rssMiB} MiB; ${along} (MiB@events); anonymous memory (RssAnon: heap, buffers) ${result.start.anonMiB} → ${result.end.anonMiB} MiB, the rest is the executable's code pages (RssFile ${result.start.fileMiB} → ${result.end.fileMiB} MiB); ${result.eventsPerSecond} events/s, watch used ${result.watchCpuSeconds} s CPU; dockerd --iptables=false`, `flat over the second half: ${result.flat ? 'yes' : 'no'} (${signed(result.end.rssMiB - warm.rssMiB)} MiB since event ${warm.events}; ${signed(result.end.rssMiB - result.start.rssMiB)} MiB since start)`]);
 		return result;
 	}, { dockerdArgs: MEMORY_DOCKERD_ARGS });
+}
+
+function memoryRow(opts, result) {
+	const warm = result.warm;
+	const capped = result.events < opts.memoryEvents ? ` (capped from ${opts.memoryEvents}: ${opts.memoryBudgetS} s budget)` : '';
+	const pick = result.samples.filter((_, k, all) => all.length <= 8 || k % Math.ceil(all.length / 7) === 0 || k === all.length - 1);
+	const along = pick.map((x) => `${x.rssMiB} MiB@${x.events}`).join(', ');
+	return ['watch memory', `RSS after ${result.events} network events${capped}`, `${result.end.rssMiB} MiB (peak ${result.end.hwmMiB})`, `at start ${result.start.rssMiB} MiB; ${along} (MiB@events); anonymous memory (RssAnon: heap, buffers) ${result.start.anonMiB} → ${result.end.anonMiB} MiB, the rest is the executable's code pages (RssFile ${result.start.fileMiB} → ${result.end.fileMiB} MiB); ${result.eventsPerSecond} events/s, watch used ${result.watchCpuSeconds} s CPU; dockerd --iptables=false`, `flat over the second half: ${result.flat ? 'yes' : 'no'} (${signed(result.end.rssMiB - warm.rssMiB)} MiB since event ${warm.events}; ${signed(result.end.rssMiB - result.start.rssMiB)} MiB since start)`];
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4b. The metrics endpoint (issue 12): watch's memory over the same churn with and without
+// --metrics-address (a scrape every second throughout), and its idle CPU with and without it.
+
+/** A TCP port free on 127.0.0.1 inside the sandbox's netns (bound to port 0 there, then closed). */
+async function freePort(sb) {
+	const r = await inNs(sb, process.execPath, ['-e', "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"], { capture: true });
+	const port = Number(r.stdout.trim());
+	if (r.code !== 0 || !Number.isInteger(port) || port <= 0) throw new Error(`no free port in the sandbox: ${r.stderr}`);
+	return port;
+}
+
+// The scraper: a Node process in the sandbox's netns (nsenter execs it) that GETs the URL every
+// INTERVAL ms (fixed rate; 0: back to back) COUNT times (0: until SIGTERM), and prints one JSON line
+// per scrape: HTTP status, bytes, ms, the value of docker_egress_docker_events_total.
+const SCRAPER = `
+const http = require('node:http');
+const [url, intervalMs, count] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+let n = 0;
+const t0 = performance.now();
+process.on('SIGTERM', () => process.exit(0));
+function scrape() {
+	const ts = performance.now();
+	const done = (status, body) => {
+		const m = /^docker_egress_docker_events_total(?:\\{[^}]*\\})? (\\S+)$/m.exec(body);
+		process.stdout.write(JSON.stringify({ status, bytes: body.length, ms: performance.now() - ts, events: m ? Number(m[1]) : null }) + '\\n');
+		n++;
+		if (count > 0 && n >= count) return process.exit(0);
+		const next = intervalMs > 0 ? t0 + n * intervalMs - performance.now() : 0;
+		setTimeout(scrape, Math.max(0, next));
+	};
+	http.get(url, { agent: false }, (res) => {
+		let body = '';
+		res.setEncoding('utf8');
+		res.on('data', (c) => (body += c));
+		res.on('end', () => done(res.statusCode, body));
+	}).on('error', (e) => done(String(e.code || e.message), ''));
+}
+scrape();
+`;
+
+/** Starts the scraper; {done: resolves to its figures when it exits, stop(): SIGTERM, then the figures}. */
+function startScraper(sb, url, intervalMs, count = 0) {
+	const child = spawn('nsenter', [`--net=${sb.nsPath}`, process.execPath, '-e', SCRAPER, url, String(intervalMs), String(count)], { env: CLEAN_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+	const scrapes = [];
+	let buf = '';
+	let stderr = '';
+	child.stdout.on('data', (c) => {
+		buf += c;
+		let nl;
+		while ((nl = buf.indexOf('\n')) >= 0) {
+			try {
+				scrapes.push(JSON.parse(buf.slice(0, nl)));
+			} catch {}
+			buf = buf.slice(nl + 1);
+		}
+	});
+	child.stderr.on('data', (c) => (stderr += c));
+	const done = new Promise((resolvePromise) => child.on('close', () => {
+		const ok = scrapes.filter((x) => x.status === 200);
+		resolvePromise({
+			pid: child.pid,
+			ok: ok.length,
+			failed: scrapes.length - ok.length,
+			failures: [...new Set(scrapes.filter((x) => x.status !== 200).map((x) => String(x.status)))],
+			ms: ok.length > 0 ? stats(ok.map((x) => x.ms)) : null,
+			bytes: ok.length > 0 ? { first: ok[0].bytes, last: ok.at(-1).bytes } : null,
+			lastEventsTotal: ok.at(-1)?.events ?? null,
+			stderr: stderr.trim().slice(0, 500) || undefined,
+		});
+	}));
+	return {
+		done,
+		stop: async () => {
+			if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+			return done;
+		},
+	};
+}
+
+/**
+ * Idle CPU of watch (one labelled network, --interval 5, the default): CPU ticks of the plugin
+ * process (utime + stime, /proc/PID/stat) over opts.metricsIdleS of idle, after
+ * opts.metricsSettleS for its first reconcile; three conditions, each its own watch: without
+ * --metrics-address, with it and never scraped, with it and scraped every opts.metricsIdleScrapeMs.
+ * opts.metricsIdleRounds rounds, the order reversed every other round. After the unscraped window
+ * of each round, opts.metricsScrapeCostN scrapes back to back give the CPU cost of one scrape.
+ */
+async function idleCpu(opts) {
+	return withSandbox('metrics-idle', async (sb) => {
+		const hz = clockTicks();
+		await createNetwork(sb, 'bench_idle', 1700);
+		const conditions = [
+			{ name: 'off', metrics: false },
+			{ name: 'on', metrics: true },
+			{ name: 'scraped', metrics: true, scrapeMs: opts.metricsIdleScrapeMs },
+		];
+		const windows = [];
+		const scrapeCost = [];
+		for (let round_ = 0; round_ < opts.metricsIdleRounds; round_++) {
+			for (const c of round_ % 2 === 0 ? conditions : [...conditions].reverse()) {
+				const address = c.metrics ? `127.0.0.1:${await freePort(sb)}` : undefined;
+				const url = `http://${address}/metrics`;
+				const w = await startWatch(sb, [], c.metrics ? ['--metrics-address', address] : []);
+				let scraper;
+				try {
+					await sleep(opts.metricsSettleS * 1000);
+					if (c.scrapeMs) scraper = startScraper(sb, url, c.scrapeMs);
+					const k0 = cpuTicks(w.pid);
+					const c0 = childTicks(w.pid);
+					const m0 = vmRss(w.pid);
+					const lines0 = w.lines.length;
+					const ts = now();
+					await sleep(opts.metricsIdleS * 1000);
+					const k1 = cpuTicks(w.pid);
+					const c1 = childTicks(w.pid);
+					const m1 = vmRss(w.pid);
+					const seconds = (now() - ts) / 1000;
+					const win = {
+						round: round_, condition: c.name, seconds: round(seconds, 1), ticks: k1 - k0, cpuMs: round(((k1 - k0) / hz) * 1000, 0), childTicks: c1 - c0,
+						rssMiB: [round(m0.rssKiB / 1024, 1), round(m1.rssKiB / 1024, 1)], anonMiB: [round(m0.anonKiB / 1024, 1), round(m1.anonKiB / 1024, 1)],
+						logLines: w.lines.length - lines0,
+					};
+					if (scraper) win.scrapes = await scraper.stop();
+					scraper = undefined;
+					windows.push(win);
+					log(`metrics-idle: round ${round_ + 1}, ${c.name}: ${win.ticks} ticks (${win.cpuMs} ms CPU) in ${win.seconds} s; RSS ${win.rssMiB.join(' → ')} MiB${win.scrapes ? `; ${win.scrapes.ok} scrapes` : ''}`);
+					if (c.name === 'on' && opts.metricsScrapeCostN > 0) {
+						const j0 = cpuTicks(w.pid);
+						const t = now();
+						const r = await startScraper(sb, url, 0, opts.metricsScrapeCostN).done;
+						const j1 = cpuTicks(w.pid);
+						const cost = { round: round_, scrapes: r.ok, failed: r.failed, seconds: round((now() - t) / 1000, 2), ticks: j1 - j0, cpuMsPerScrape: r.ok > 0 ? round(((j1 - j0) / hz) * 1000 / r.ok, 2) : null, ms: r.ms, bytes: r.bytes, rssAfterMiB: round(vmRss(w.pid).rssKiB / 1024, 1) };
+						scrapeCost.push(cost);
+						log(`metrics-idle: ${cost.scrapes} scrapes back to back: ${cost.ticks} ticks, ${cost.cpuMsPerScrape} ms CPU each, ${r.ms?.median} ms each (median)`);
+					}
+				} finally {
+					if (scraper) await scraper.stop();
+					await stopWatch(w);
+				}
+			}
+		}
+		const by = Object.fromEntries(conditions.map((c) => {
+			const ws = windows.filter((x) => x.condition === c.name);
+			return [c.name, { ticks: ws.map((x) => x.ticks), medianTicks: median(ws.map((x) => x.ticks)), childTicks: ws.map((x) => x.childTicks), medianChildTicks: median(ws.map((x) => x.childTicks)), cpuMsPerMinute: round(median(ws.map((x) => (x.cpuMs / x.seconds) * 60)), 0), rssMiB: median(ws.map((x) => x.rssMiB[1])), anonMiB: median(ws.map((x) => x.anonMiB[1])) }];
+		}));
+		return { clockTicksPerSecond: hz, idleSeconds: opts.metricsIdleS, settleSeconds: opts.metricsSettleS, rounds: opts.metricsIdleRounds, scrapeEveryMs: opts.metricsIdleScrapeMs, windows, byCondition: by, scrapeCost };
+	});
+}
+
+async function benchMetrics(opts, table) {
+	const result = { backend: BACKEND };
+	// The same churn twice, each on a fresh sandbox: without the endpoint first, then with it.
+	result.memoryWithout = await memoryRun(opts, { metrics: false });
+	result.memoryWith = await memoryRun(opts, { metrics: true });
+	const a = result.memoryWithout;
+	const b = result.memoryWith;
+	table.push(memoryRow(opts, a));
+	const rowWith = memoryRow(opts, b);
+	rowWith[1] = `${rowWith[1]}, with --metrics-address and a scrape every ${opts.metricsScrapeMs / 1000} s`;
+	rowWith[3] = `${b.scrapes.ok} scrapes answered 200, ${b.scrapes.failed} failed${b.scrapes.failures.length ? ` (${b.scrapes.failures.join(', ')})` : ''}, median ${b.scrapes.ms?.median} ms, ${b.scrapes.bytes?.last} bytes; last docker_events_total ${b.scrapes.lastEventsTotal}; ${rowWith[3]}`;
+	table.push(rowWith);
+	const d = (k) => signed(b[k].rssMiB - a[k].rssMiB);
+	table.push(['watch memory', 'with metrics − without (same run)', `end ${d('end')} MiB, peak ${signed(b.end.hwmMiB - a.end.hwmMiB)} MiB`, `start ${a.start.rssMiB} / ${b.start.rssMiB} MiB, end ${a.end.rssMiB} / ${b.end.rssMiB}, peak ${a.end.hwmMiB} / ${b.end.hwmMiB}, RssAnon at end ${a.end.anonMiB} / ${b.end.anonMiB} MiB (without / with); growth over the second half ${signed(a.end.rssMiB - a.warm.rssMiB)} / ${signed(b.end.rssMiB - b.warm.rssMiB)} MiB; CPU ${a.watchCpuSeconds} / ${b.watchCpuSeconds} s for ${a.events} / ${b.events} events`, `issue 12: flat with metrics: ${b.flat ? 'yes' : 'no'}`]);
+	result.idle = await idleCpu(opts);
+	const i = result.idle;
+	const c = i.byCondition;
+	const fmt = (x) => `${x.medianTicks} ticks (${x.cpuMsPerMinute} ms CPU/min)`;
+	table.push(['watch idle CPU', `1 network, ${i.idleSeconds} s idle, median of ${i.rounds}: without / with --metrics-address / with, scraped every ${i.scrapeEveryMs / 1000} s`, `${c.off.medianTicks} / ${c.on.medianTicks} / ${c.scraped.medianTicks} ticks`, `${fmt(c.off)} / ${fmt(c.on)} / ${fmt(c.scraped)}; every window: ${i.windows.map((w) => `${w.condition} ${w.ticks}`).join(', ')} (1 tick = ${1000 / i.clockTicksPerSecond} ms); its children (nft, ip, …) ${c.off.medianChildTicks} / ${c.on.medianChildTicks} / ${c.scraped.medianChildTicks} ticks; RSS at the end ${c.off.rssMiB} / ${c.on.rssMiB} / ${c.scraped.rssMiB} MiB`, 'issue 12: no measurable idle CPU']);
+	if (i.scrapeCost.length > 0) {
+		const per = i.scrapeCost.map((x) => x.cpuMsPerScrape);
+		const s0 = i.scrapeCost[0];
+		table.push(['watch idle CPU', `one scrape of /metrics (${s0.scrapes} back to back, idle watch)`, `${median(per)} ms CPU`, `per round ${per.join(', ')} ms; answered in ${s0.ms?.median} ms (median, p90 ${s0.ms?.p90}); ${s0.bytes?.last} bytes`, '']);
+	}
+	return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1325,6 +1549,12 @@ const relativeToRepo = (p) => (p.startsWith(`${repo}/`) ? p.slice(repo.length + 
 function cpuTicks(pid) {
 	const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
 	return Number(fields[11]) + Number(fields[12]);
+}
+
+/** CPU ticks of the reaped children of a process (cutime + cstime: the nft, ip, conntrack it ran). */
+function childTicks(pid) {
+	const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+	return Number(fields[13]) + Number(fields[14]);
 }
 
 function clockTicks() {
@@ -1388,10 +1618,10 @@ async function main() {
 	const t0 = now();
 	const out = { startedAt: new Date().toISOString(), backend: BACKEND, machine: machine(), options: opts, binary: BIN, envRemoved: ENV_REMOVED, sections: {}, errors: {} };
 	const table = [];
-	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory, backends: benchBackends, 'containers-latency': benchContainersLatency, 'containers-sync': benchContainersSync };
+	const sections = { startup: benchStartup, sync: benchSync, latency: benchLatency, memory: benchMemory, metrics: benchMetrics, backends: benchBackends, 'containers-latency': benchContainersLatency, 'containers-sync': benchContainersSync };
 	// sync and containers-sync last of the Docker sections: the kernel takes a while to clean up
 	// after their thousand bridges and veths; backends after them, in a namespace of its own.
-	for (const name of ['startup', 'latency', 'containers-latency', 'memory', 'sync', 'containers-sync', 'backends']) {
+	for (const name of ['startup', 'latency', 'containers-latency', 'memory', 'metrics', 'sync', 'containers-sync', 'backends']) {
 		if (!opts.only.includes(name)) continue;
 		const ts = now();
 		const firstRow = table.length;
